@@ -1,0 +1,1 @@
+"""cdk8s charts applied to the cluster by the CDK stacks."""
