@@ -600,8 +600,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ CLI
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``fetch`` on the ``python -m model_server`` subcommand parser."""
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``fetch`` to the ``python -m model_server`` subcommands (model_server/__main__.py PLUGINS)."""
     parser = subparsers.add_parser(
         "fetch",
         help="download and verify the model file (init container)",
@@ -616,7 +616,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help=f"fetch the default cluster model {DEFAULT_MODEL_REPO}/{DEFAULT_MODEL_FILE} when no URI is set",
     )
-    parser.set_defaults(handler=run_cli)
+    parser.set_defaults(func=run_cli)
     return parser
 
 
@@ -658,7 +658,7 @@ def run_cli(args: argparse.Namespace) -> int:
 def main(argv: Iterable[str] | None = None) -> int:
     """Stand-alone entry point (``python -m model_server.fetch``) with the same flags as the subcommand."""
     parser = argparse.ArgumentParser(prog="model_server")
-    add_parser(parser.add_subparsers(dest="command", required=True))
+    register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["fetch", *(list(argv) if argv is not None else sys.argv[1:])])
     return run_cli(args)
 

@@ -1,0 +1,1 @@
+"""llama.cpp model server: the seed's POST /predict plus an OpenAI-compatible API, with continuous batching."""
