@@ -605,7 +605,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "fetch",
         help="download and verify the model file (init container)",
-        description=__doc__.split("\n\n")[0] + " Flags override the MODEL_SERVER_* environment variables.",
+        description="Download the model file (local path, file://, https://, s3://) into the model dir, "
+        "verify its sha256, resume interrupted transfers. Flags override the MODEL_SERVER_* variables; "
+        "MODEL_SERVER_HF_TOKEN(_FILE) gives a bearer token for https://. Exit 0: the path is printed; "
+        "1: the fetch failed; 2: invalid configuration.",
     )
     parser.add_argument("--uri", help="model URI (MODEL_SERVER_MODEL_URI): path, file://, https://, s3://")
     parser.add_argument("--sha256", help="expected sha256 digest (MODEL_SERVER_MODEL_SHA256)")

@@ -387,7 +387,7 @@ def run_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProce
     full = {k: v for k, v in os.environ.items() if not k.startswith("MODEL_SERVER_")}
     full.update(env, MODEL_SERVER_MODEL_DIR=str(tmp_path / "models"), PYTHONPATH=str(REPO))
     return subprocess.run(
-        [sys.executable, "-m", "model_server.fetch", *args],
+        [sys.executable, "-m", "model_server", "fetch", *args],
         env=full,
         cwd=tmp_path,
         capture_output=True,
@@ -416,6 +416,21 @@ def test_cli_checksum_mismatch_exits_1(server: Server, tmp_path: Path) -> None:
     proc = run_cli(tmp_path, "--uri", f"{server.url}/m.gguf", "--sha256", "f" * 64)
     assert proc.returncode == 1 and "checksum mismatch" in proc.stderr
     assert leftovers(tmp_path / "models") == []
+
+
+def test_standalone_module_entry_point(server: Server, tmp_path: Path) -> None:
+    server.routes["/m.gguf"] = Behaviour()
+    full = {k: v for k, v in os.environ.items() if not k.startswith("MODEL_SERVER_")}
+    full.update(PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-m", "model_server.fetch", "--uri", f"{server.url}/m.gguf", "--dir", str(tmp_path)],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "m.gguf").read_bytes() == PAYLOAD
 
 
 def test_cli_config_errors_exit_2(tmp_path: Path) -> None:
