@@ -438,3 +438,12 @@ def test_cli_config_errors_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "MODEL_SERVER_MODEL_URI (or --uri) is required" in proc.stderr
     proc = run_cli(tmp_path, "--uri", "/x.gguf", "--sha256", "nothex")
     assert proc.returncode == 2 and "must be 64 hexadecimal digits" in proc.stderr
+
+
+def test_progress_is_logged(server: Server, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    server.routes["/m.gguf"] = Behaviour()
+    caplog.set_level("INFO", logger="model_server.fetch")
+    f.fetch(settings(tmp_path, f"{server.url}/m.gguf", fetch_progress_s=1e-6))
+    lines = [r.getMessage() for r in caplog.records if "MB/s" in r.getMessage()]
+    assert len(lines) >= 3  # one per 1 MiB chunk with a near-zero interval
+    assert lines[-1].endswith("MB/s") and f"/{len(PAYLOAD) / 1e6:.1f} MB (100%)" in lines[-1]
