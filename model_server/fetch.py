@@ -556,30 +556,30 @@ def _transfer(source: _Source, partial: Path, etag: str | None, progress: _Progr
         mode = "ab" if response.start == offset and offset > 0 else "wb"
         done = response.start if mode == "ab" else 0
         total = response.total
-        with partial.open(mode) as out:
-            try:
-                while True:
+        try:
+            out = partial.open(mode)
+        except OSError as exc:
+            raise FetchError(f"cannot write {partial}: {exc}") from exc
+        with out:
+            while True:
+                try:
                     block = response.stream.read(CHUNK)
-                    if not block:
-                        break
-                    out.write(block)
-                    done += len(block)
-                    progress.update(done, total, len(block))
-            except (OSError, http.client.HTTPException, ValueError) as exc:
-                out.flush()
-                os.fsync(out.fileno())
-                raise _RetryableWithEtag(
-                    f"transfer interrupted at byte {done}: {exc!r}", response.etag
-                ) from exc
-            except (
-                Exception
-            ) as exc:  # botocore streaming errors (ReadTimeoutError, ResponseStreamingError...)
-                if type(exc).__module__.startswith(("botocore", "urllib3")):
-                    out.flush()
+                except Exception as exc:
+                    if not _is_transfer_error(exc):
+                        raise
                     raise _RetryableWithEtag(
                         f"transfer interrupted at byte {done}: {exc!r}", response.etag
                     ) from exc
-                raise
+                if not block:
+                    break
+                try:
+                    out.write(block)
+                except OSError as exc:  # disk full, read-only volume: retrying cannot help
+                    out.close()
+                    partial.unlink(missing_ok=True)
+                    raise FetchError(f"cannot write {partial} ({done} bytes written): {exc}") from exc
+                done += len(block)
+                progress.update(done, total, len(block))
             out.flush()
             os.fsync(out.fileno())
         if total is not None and done < total:
@@ -588,6 +588,13 @@ def _transfer(source: _Source, partial: Path, etag: str | None, progress: _Progr
     finally:
         with contextlib.suppress(Exception):
             response.close()
+
+
+def _is_transfer_error(exc: BaseException) -> bool:
+    """A network-side failure while reading a body (socket, http.client, urllib3/botocore streaming)."""
+    if isinstance(exc, OSError | http.client.HTTPException):
+        return True
+    return type(exc).__module__.split(".")[0] in ("botocore", "urllib3")
 
 
 def _fsync_dir(path: Path) -> None:

@@ -447,3 +447,13 @@ def test_progress_is_logged(server: Server, tmp_path: Path, caplog: pytest.LogCa
     lines = [r.getMessage() for r in caplog.records if "MB/s" in r.getMessage()]
     assert len(lines) >= 3  # one per 1 MiB chunk with a near-zero interval
     assert lines[-1].endswith("MB/s") and f"/{len(PAYLOAD) / 1e6:.1f} MB (100%)" in lines[-1]
+
+
+def test_unwritable_model_dir_is_a_clear_error(server: Server, tmp_path: Path) -> None:
+    server.routes["/m.gguf"] = Behaviour()
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    s = f.FetchSettings(model_uri=f"{server.url}/m.gguf", model_dir=blocker / "models")
+    with pytest.raises(f.FetchError, match=r"^cannot create the model directory .*not-a-dir/models"):
+        f.fetch(s)
+    assert server.seen == []
