@@ -521,7 +521,9 @@ class Engine:
             if ev.kind in ("done", "error"):
                 done.set()
 
-        toks = [self.bos_id] if self.bos_id >= 0 else self.tokenize("Hi", add_special=False, parse_special=False)
+        toks = (
+            [self.bos_id] if self.bos_id >= 0 else self.tokenize("Hi", add_special=False, parse_special=False)
+        )
         req = GenRequest("warmup", toks, 1, SamplingParams(temperature=0.0), [], emit)
         self.submit(req)
         if not done.wait(300):
