@@ -89,7 +89,9 @@ def one_request(client: httpx.Client, url: str, prompt: str, max_tokens: int, mo
     return res
 
 
-def run_level(url: str, concurrency: int, requests: int, max_tokens: int, model: str, deadline_s: float) -> dict:
+def run_level(
+    url: str, concurrency: int, requests: int, max_tokens: int, model: str, deadline_s: float
+) -> dict:
     results: list[Result] = []
     lock = threading.Lock()
     stop_at = time.monotonic() + deadline_s
@@ -159,7 +161,7 @@ def start_target(name: str, model: Path, port: int, threads: int, n_ctx: int, sl
     elif name == "llama_server":
         binary = REPO / "bench/.build/llama.cpp-build/bin/llama-server"
         if not binary.exists():
-            raise SystemExit("llama-server not built: run bench/build_llama_server.sh first (make bench does)")
+            raise SystemExit("llama-server not built: run bench/build_llama_server.sh (make bench does)")
         cmd = [
             str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
             "-c", str(n_ctx * slots), "-np", str(slots), "-t", str(threads), "-tb", str(threads),
@@ -230,7 +232,8 @@ def main() -> int:
 
 def table(all_rows: dict[str, list[dict]]) -> str:
     lines = [
-        "| server | clients | req/s | out tok/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | errors |",
+        "| server | clients | req/s | out tok/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms "
+        "| errors |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for target, rows in all_rows.items():
