@@ -128,7 +128,9 @@ class PredictRequest(_Req):
 
 class CompletionRequest(_Sampling):
     model: str | None = None
-    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+    prompt: Annotated[str, Field(min_length=1)] | Annotated[
+        list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=1)
+    ]
     stream: bool = False
     stream_options: StreamOptions | None = None
 
@@ -152,8 +154,8 @@ class ChatRequest(_Sampling):
 
 
 # ------------------------------------------------------------------------------------- ASGI middleware
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(BaseException):
+    """Not an Exception: FastAPI's body parser must not turn it into a generic 400."""
 
 
 class EdgeMiddleware:
