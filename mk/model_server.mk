@@ -23,5 +23,8 @@ serve: $(VENV)/.stamp-model-server
 	MODEL_SERVER_HOST=$(HOST) MODEL_SERVER_PORT=$(PORT) $(if $(MODEL),MODEL_SERVER_MODEL_PATH=$(MODEL)) \
 	  $(BIN)/python -m model_server serve
 
+# Not part of `make test`. Builds llama-server from the sdist's vendored llama.cpp into bench/.build once.
 bench: $(VENV)/.stamp-model-server
+	$(BIN)/pip install -q -r bench/requirements.txt
+	PYTHON=$(BIN)/python bench/build_llama_server.sh
 	$(BIN)/python -m bench $(BENCH_ARGS)

