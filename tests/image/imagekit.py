@@ -240,8 +240,20 @@ def base_image(env: dict[str, str]) -> str:
 
 
 # --------------------------------------------------------------------------------------------- build
+LLAMA_CPP_VERSION = os.environ.get("LLAMA_CPP_VERSION", "0.3.36")
+LLAMA_CMAKE_ARGS = os.environ.get("CMAKE_ARGS", "-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF")
+
+
 def llama_wheel() -> Path:
-    """The host's llama-cpp-python wheel from tools/build_llama_wheel.sh (built once, then reused)."""
+    """The host's llama-cpp-python wheel from tools/build_llama_wheel.sh (built once, then reused).
+
+    An existing wheel whose recorded CMAKE_ARGS match is used directly: the script takes the wheelhouse lock
+    first, which would make us wait for an unrelated compile (the benchmark's llama-server) holding it.
+    """
+    for recorded in sorted(WHEELHOUSE.glob(f"{LLAMA_CPP_VERSION}-*/CMAKE_ARGS")):
+        wheels = sorted(recorded.parent.glob(f"llama_cpp_python-{LLAMA_CPP_VERSION}-*.whl"))
+        if wheels and recorded.read_text().strip() == LLAMA_CMAKE_ARGS:
+            return wheels[0]
     script = REPO / "tools" / "build_llama_wheel.sh"
     if not script.is_file():
         raise ImageKitError(f"{script} is missing: it builds the llama-cpp-python wheel the image reuses")
