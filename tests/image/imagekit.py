@@ -309,6 +309,7 @@ def build_image(
         "--network",
         "host",
         "--layers",
+        "--force-rm",
         "-t",
         ref,
         "--build-arg",
@@ -321,6 +322,8 @@ def build_image(
     started = time.monotonic()
     _run([*cmd, "-f", str(ctx / "Dockerfile"), str(ctx)], env, what="buildah bud", timeout=3600)
     took = time.monotonic() - started
+    # Untagged results of earlier builds would pile up in the shared storage; the layer cache stays.
+    subprocess.run(["podman", "image", "prune", "--force"], env=env, capture_output=True, timeout=300)
     size = int(
         _run(["podman", "image", "inspect", "--format", "{{.Size}}", ref], env, what="image size").strip()
     )

@@ -46,16 +46,19 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def image(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> imagekit.BuiltImage:
+def image(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[imagekit.BuiltImage]:
     started = time.monotonic()
     base = imagekit.base_image(env)
     base_s = time.monotonic() - started
-    built = imagekit.build_image(env, tmp_path_factory.mktemp("build"), base=base)
+    # A tag of our own: two test runs on one machine share the layer cache but never each other's tag.
+    ref = f"{imagekit.IMAGE_REF.rsplit(':', 1)[0]}:test-{os.getpid()}"
+    built = imagekit.build_image(env, tmp_path_factory.mktemp("build"), ref=ref, base=base)
     imagekit.REPORTS.append(
         f"{built.ref}: {built.size_bytes / 1e6:.1f} MB on {base} "
         f"(base ready in {base_s:.0f}s, buildah bud {built.build_seconds:.0f}s)"
     )
-    return built
+    yield built
+    imagekit.podman(env, "rmi", "--force", ref, check=False)  # the tag only; cached layers stay
 
 
 @pytest.fixture(scope="module")
