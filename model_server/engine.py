@@ -267,6 +267,15 @@ class Engine:
             metrics.REQUESTS_DEFERRED.set(len(self._pending))
             self._lock.notify()
 
+    def cancel_all(self) -> None:
+        """Cancel every accepted request (drain timeout): each ends with finish_reason "cancelled"."""
+        with self._lock:
+            for req in self._pending:
+                req.cancel()
+            for slot in self._slots.values():
+                slot.req.cancel()
+            self._lock.notify()
+
     def start_draining(self) -> None:
         with self._lock:
             self._draining = True

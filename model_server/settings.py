@@ -7,6 +7,7 @@ Invalid values fail at start-up with the variable name and the reason.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from pathlib import Path
 from typing import Literal
@@ -34,10 +35,18 @@ def embedded_model_path() -> Path | None:
 
 
 def _default_threads() -> int:
+    """CPUs this process may use: affinity, further limited by a cgroup v2 CPU quota (container limits)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        n = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+        n = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
 
 
 class Settings(BaseSettings):
@@ -74,7 +83,7 @@ class Settings(BaseSettings):
         1024, ge=1, description="Upper bound for max_tokens of any request (also bounded by the context)."
     )
     default_max_tokens: int = Field(
-        1000, ge=1, description="max_tokens when a request gives none (the seed's /predict used 1000)."
+        1000, ge=1, description="max_tokens when a request gives none (seed: 1000); capped by the limit."
     )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest accepted request body; beyond -> 413."
@@ -100,11 +109,6 @@ class Settings(BaseSettings):
             raise ValueError("set only one of MODEL_SERVER_API_KEY and MODEL_SERVER_API_KEY_FILE")
         if self.api_key_file is not None and not self.api_key_file.is_file():
             raise ValueError(f"MODEL_SERVER_API_KEY_FILE: no such file: {self.api_key_file}")
-        if self.default_max_tokens > self.max_tokens_limit:
-            raise ValueError(
-                f"MODEL_SERVER_DEFAULT_MAX_TOKENS ({self.default_max_tokens}) exceeds "
-                f"MODEL_SERVER_MAX_TOKENS_LIMIT ({self.max_tokens_limit})"
-            )
         return self
 
     def resolved_model_path(self) -> Path:
