@@ -322,8 +322,14 @@ def build_image(
     started = time.monotonic()
     _run([*cmd, "-f", str(ctx / "Dockerfile"), str(ctx)], env, what="buildah bud", timeout=3600)
     took = time.monotonic() - started
-    # Untagged results of earlier builds would pile up in the shared storage; the layer cache stays.
-    subprocess.run(["podman", "image", "prune", "--force"], env=env, capture_output=True, timeout=300)
+    # Untagged results of earlier builds would pile up in the shared storage. The builder stage's cache
+    # layers are untagged too (no final image descends from them), so only day-old ones go.
+    subprocess.run(
+        ["podman", "image", "prune", "--force", "--filter", "until=24h"],
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
     size = int(
         _run(["podman", "image", "inspect", "--format", "{{.Size}}", ref], env, what="image size").strip()
     )

@@ -8,15 +8,18 @@ reused, nothing is compiled).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import imagekit
@@ -58,7 +61,8 @@ def image(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iter
         f"(base ready in {base_s:.0f}s, buildah bud {built.build_seconds:.0f}s)"
     )
     yield built
-    imagekit.podman(env, "rmi", "--force", ref, check=False)  # the tag only; cached layers stay
+    # --no-prune: keep the untagged parents, the layer cache of the next run (pruned after its build).
+    imagekit.podman(env, "rmi", "--force", "--no-prune", ref, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +155,34 @@ def test_fetch_in_container_verifies_and_refuses_bad_checksum(
     fetched = models / "tiny.gguf"
     assert fetched.read_bytes() == src.read_bytes()
     assert fetched.stat().st_uid == APP_UID  # written by the non-root app user
+
+
+def test_bake_a_model_at_build_time(
+    env: dict[str, str], image: imagekit.BuiltImage, tiny_model: tuple[Path, str], tmp_path: Path
+) -> None:
+    src, digest = tiny_model
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(src.parent))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)  # the build runs with --network host
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/tiny.gguf"
+    ref = f"{image.ref}-baked"
+    try:
+        baked = imagekit.build_image(
+            env, tmp_path, ref=ref, base=image.base, build_args={"MODEL_URI": url, "MODEL_SHA256": digest}
+        )
+        labels = imagekit.image_config(env, ref)["Labels"]
+        assert labels["io.llama-eks.model.uri"] == url and labels["io.llama-eks.model.sha256"] == digest
+        proc = podman_run(
+            env, "--entrypoint", "/bin/sh", ref, "-c", "stat -c '%u %n' /models/*; sha256sum /models/*"
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split() == [str(APP_UID), "/models/tiny.gguf", digest, "/models/tiny.gguf"]
+        growth = baked.size_bytes - image.size_bytes
+        assert 0 < growth - src.stat().st_size < 1_000_000  # the model and nothing else
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        imagekit.podman(env, "rmi", "--force", "--no-prune", ref, check=False)
 
 
 @pytest.fixture(scope="module")
