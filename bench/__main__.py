@@ -195,9 +195,10 @@ def main() -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--targets", default="ours,llama_cpp,llama_server")
     p.add_argument("--concurrency", default="1,4,8,16")
-    p.add_argument("--requests", type=int, default=2, help="sequential requests per client per level")
+    p.add_argument("--requests", type=int, default=1, help="sequential requests per client per level")
+    p.add_argument("--min-level-requests", type=int, default=4, help="at least this many requests per level")
     p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--n-ctx", type=int, default=2048, help="context per sequence")
     p.add_argument("--model", type=Path, default=None)
     p.add_argument("--deadline-s", type=float, default=300, help="per level: no new request after this")
@@ -217,7 +218,8 @@ def main() -> int:
             one_request(httpx.Client(timeout=120), url, "warm up", 8, "m")  # not measured
             rows = []
             for c in levels:
-                row = run_level(url, c, args.requests, args.max_tokens, "m", args.deadline_s)
+                per_client = max(args.requests, -(-args.min_level_requests // c))
+                row = run_level(url, c, per_client, args.max_tokens, "m", args.deadline_s)
                 print(json.dumps({"target": target, **row}), flush=True)
                 rows.append(row)
             all_rows[target] = rows
