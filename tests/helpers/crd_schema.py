@@ -85,9 +85,7 @@ def strict_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in schema.items():
         if key in ("properties", "patternProperties"):
             out[key] = {name: strict_schema(sub) for name, sub in value.items()}
-        elif key == "additionalProperties" and isinstance(value, Mapping):
-            out[key] = strict_schema(value)
-        elif key == "items" and isinstance(value, Mapping):
+        elif key in ("additionalProperties", "items") and isinstance(value, Mapping):
             out[key] = strict_schema(value)
         elif key in ("allOf", "anyOf", "oneOf"):
             out[key] = [strict_schema(sub) for sub in value]
@@ -105,9 +103,9 @@ def strict_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
         out.pop("format", None)
         if "anyOf" not in out:
             out["type"] = ["integer", "string"]
-    if _is_object_schema(schema) and not schema.get("x-kubernetes-preserve-unknown-fields"):
-        if "additionalProperties" not in schema:
-            out["additionalProperties"] = False
+    preserve = schema.get("x-kubernetes-preserve-unknown-fields")
+    if _is_object_schema(schema) and not preserve and "additionalProperties" not in schema:
+        out["additionalProperties"] = False
     if schema.get("nullable"):
         if "type" in out:
             types = out["type"] if isinstance(out["type"], list) else [out["type"]]
