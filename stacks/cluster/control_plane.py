@@ -105,12 +105,16 @@ class EksControlPlane(Construct):
         provider = self.cluster.kubectl_provider
         assert provider is not None  # kubectl_provider_options is always set above
         for policy, reason in {
-            "service-role/AWSLambdaBasicExecutionRole": "the kubectl handler and its provider framework write "
-            "only their own CloudWatch logs",
-            "service-role/AWSLambdaVPCAccessExecutionRole": "the kubectl handler runs in the private subnets "
-            "(private cluster endpoint) and must manage its ENIs there",
-            "AmazonEC2ContainerRegistryReadOnly": "the kubectl handler pulls Helm charts of the add-ons from ECR "
-            "OCI registries, read-only",
+            "service-role/AWSLambdaBasicExecutionRole": (
+                "the kubectl handler and its provider framework write only their own CloudWatch logs"
+            ),
+            "service-role/AWSLambdaVPCAccessExecutionRole": (
+                "the kubectl handler runs in the private subnets (private cluster endpoint) and must manage "
+                "its ENIs there"
+            ),
+            "AmazonEC2ContainerRegistryReadOnly": (
+                "the kubectl handler pulls Helm charts of the add-ons from ECR OCI registries, read-only"
+            ),
         }.items():
             acknowledge(provider, managed_policy_finding(policy), reason)
 
@@ -131,11 +135,12 @@ class EksControlPlane(Construct):
         acknowledge(
             provider,
             f"AwsSolutions-IAM5[Resource::<{handler_fn_id}.Arn>:*]",
-            "the custom-resource provider framework may invoke any version of the kubectl handler, and only it",
+            "the custom-resource provider framework may invoke any version of the kubectl handler, "
+            "and only it",
         )
         acknowledge(
             handler,
             "AwsSolutions-L1",
-            "aws-cdk-lib pins the kubectl handler's runtime to the one its bundled code is tested on; it moves "
-            "with aws-cdk-lib upgrades, not with this app",
+            "aws-cdk-lib pins the kubectl handler's runtime to the one its bundled code is tested on; "
+            "it moves with aws-cdk-lib upgrades, not with this app",
         )

@@ -72,7 +72,8 @@ class Finding:
     reason: str = ""
 
     def __str__(self) -> str:
-        return f"[{self.plugin}] {self.rule} at {self.construct_path} ({self.logical_id}): {self.description[:160]}"
+        where = f"{self.construct_path} ({self.logical_id})"
+        return f"[{self.plugin}] {self.rule} at {where}: {self.description[:160]}"
 
 
 def validation_findings(assembly_dir: str | Path) -> list[Finding]:
