@@ -79,7 +79,7 @@ class MetricsAddon(ClusterAddon):
                 root,
                 "AmpQueryEndpoint",
                 value=self.workspace.attr_prometheus_endpoint,
-                description="Amazon Managed Prometheus endpoint (query with SigV4, e.g. from Amazon Managed Grafana)",
+                description="Amazon Managed Prometheus endpoint (SigV4 queries, e.g. Amazon Managed Grafana)",
             )
         self.chart = RELEASE.install(
             root,

@@ -39,10 +39,10 @@ from .versions import DEFAULT_KUBERNETES_VERSION, KUBERNETES_VERSIONS, Kubernete
 
 __all__ = [
     "DEFAULT_KUBERNETES_VERSION",
-    "AddonsConfig",
     "KUBERNETES_VERSIONS",
     "NODE_CLASS_LABEL",
     "SECTIONS",
+    "AddonsConfig",
     "AppConfig",
     "AwsConfig",
     "ClusterConfig",
