@@ -44,6 +44,7 @@ def node_lifecycle(cluster: str) -> iam.PolicyDocument:
         )
     ]
     return iam.PolicyDocument(
+        minimize=False,
         statements=[
             iam.PolicyStatement(
                 sid="AllowScopedEC2InstanceAccessActions",
@@ -100,7 +101,7 @@ def node_lifecycle(cluster: str) -> iam.PolicyDocument:
                 actions=["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"],
                 conditions={"StringEquals": owned, "StringLike": nodepool_res},
             ),
-        ]
+        ],
     )
 
 
@@ -116,6 +117,7 @@ def iam_integration(cluster: str, node_role_arn: str) -> iam.PolicyDocument:
         "aws:RequestTag/topology.kubernetes.io/region": Aws.REGION,
     }
     return iam.PolicyDocument(
+        minimize=False,
         statements=[
             iam.PolicyStatement(
                 sid="AllowPassingInstanceRole",
@@ -159,36 +161,39 @@ def iam_integration(cluster: str, node_role_arn: str) -> iam.PolicyDocument:
                     "StringLike": {"aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass": "*"},
                 },
             ),
-        ]
+        ],
     )
 
 
 def eks_integration(cluster: str) -> iam.PolicyDocument:
     return iam.PolicyDocument(
+        minimize=False,
         statements=[
             iam.PolicyStatement(
                 sid="AllowAPIServerEndpointDiscovery",
                 resources=[_arn("eks", f"cluster/{cluster}", account=Aws.ACCOUNT_ID)],
                 actions=["eks:DescribeCluster"],
             )
-        ]
+        ],
     )
 
 
 def interruption(queue_arn: str) -> iam.PolicyDocument:
     return iam.PolicyDocument(
+        minimize=False,
         statements=[
             iam.PolicyStatement(
                 sid="AllowInterruptionQueueActions",
                 resources=[queue_arn],
                 actions=["sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"],
             )
-        ]
+        ],
     )
 
 
 def zonal_shift(cluster: str) -> iam.PolicyDocument:
     return iam.PolicyDocument(
+        minimize=False,
         statements=[
             iam.PolicyStatement(
                 sid="AllowZonalShiftStatusReadOnly",
@@ -202,12 +207,13 @@ def zonal_shift(cluster: str) -> iam.PolicyDocument:
                     }
                 },
             )
-        ]
+        ],
     )
 
 
 def resource_discovery() -> iam.PolicyDocument:
     return iam.PolicyDocument(
+        minimize=False,
         statements=[
             iam.PolicyStatement(
                 sid="AllowRegionalReadActions",
@@ -245,7 +251,7 @@ def resource_discovery() -> iam.PolicyDocument:
                 resources=[f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:instance-profile/*"],
                 actions=["iam:GetInstanceProfile"],
             ),
-        ]
+        ],
     )
 
 

@@ -72,7 +72,11 @@ class LoadBalancerControllerAddon(ClusterAddon):
         self.policy = iam.ManagedPolicy(
             root,
             "Policy",
-            document=iam.PolicyDocument.from_json(official_policy()),
+            # minimize=False: upstream statements verbatim (cdk.json sets aws-iam:minimizePolicies).
+            document=iam.PolicyDocument(
+                minimize=False,
+                statements=[iam.PolicyStatement.from_json(st) for st in official_policy()["Statement"]],
+            ),
             description=f"AWS Load Balancer Controller v{LOAD_BALANCER_CONTROLLER_CHART} (official policy)",
             roles=[identity.role],
         )

@@ -22,6 +22,8 @@ def resolve(value: Any) -> Any:
             return PSEUDO.get(arg, f"<{arg}>")
         if key == "Fn::GetAtt":
             return f"<{arg[0]}.{arg[1]}>"
+        if key == "Fn::GetStackOutput":
+            return f"<{arg['StackName']}:{arg['OutputName']}>"
         if key == "Fn::Join":
             return arg[0].join(str(resolve(p)) for p in arg[1])
     if isinstance(value, dict):
