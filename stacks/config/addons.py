@@ -116,6 +116,7 @@ class Toggle:
 class MetricsConfig:
     backend: MetricsBackend = MetricsBackend.KUBE_PROMETHEUS_STACK
     retention: str = "15d"
+    #: Default: true for kubePrometheusStack, false otherwise (AMP pairs with Amazon Managed Grafana).
     grafana: bool = True
 
 
