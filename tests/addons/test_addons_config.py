@@ -120,7 +120,8 @@ def test_bad_values_name_the_key_and_the_allowed_values(overrides, message):
         (
             {"addons.metrics.backend": "none"},
             "Invalid config 'addons.dcgmExporter.enabled': True. "
-            "Allowed: false when addons.metrics.backend is 'none' (its ServiceMonitor needs the Prometheus operator).",
+            "Allowed: false when addons.metrics.backend is 'none' "
+            "(its ServiceMonitor needs the Prometheus operator).",
         ),
         (
             {"addons.metrics.backend": "amp", "addons.metrics.grafana": True},
