@@ -128,7 +128,8 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
     (
         "subnets do not fit",
         {"network.vpcCidr": "10.0.0.0/19"},
-        "Invalid config 'network.privateSubnetMask': 20. Allowed: subnet masks whose 3 private /20 and 3 public "
+        "Invalid config 'network.privateSubnetMask': 20. Allowed: subnet masks whose 3 private /20 and 3 "
+        "public "
         "/24 subnets (13056 addresses) fit in network.vpcCidr 10.0.0.0/19 (8192 addresses).",
     ),
     (
@@ -139,13 +140,15 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
     (
         "AZ of another region",
         {"network.availabilityZones": "us-west-2a,eu-west-1b"},
-        "Invalid config 'network.availabilityZones': 'eu-west-1b'. Allowed: availability zone names of region "
+        "Invalid config 'network.availabilityZones': 'eu-west-1b'. Allowed: availability zone names of "
+        "region "
         "us-west-2, such as us-west-2a.",
     ),
     (
         "one AZ",
         {"network.availabilityZones": "us-west-2a"},
-        "Invalid config 'network.availabilityZones': ['us-west-2a']. Allowed: 2 to 6 distinct availability zones "
+        "Invalid config 'network.availabilityZones': ['us-west-2a']. Allowed: 2 to 6 distinct availability "
+        "zones "
         "(EKS needs subnets in at least 2).",
     ),
     (
@@ -162,7 +165,8 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
     (
         "retention CloudWatch does not offer",
         {"network.flowLogRetentionDays": "10"},
-        "Invalid config 'network.flowLogRetentionDays': 10. Allowed: one of [1, 3, 5, 7, 14, 30, 60, 90, 120, "
+        "Invalid config 'network.flowLogRetentionDays': 10. Allowed: one of [1, 3, 5, 7, 14, 30, 60, 90, "
+        "120, "
         "150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653].",
     ),
     (
@@ -192,7 +196,8 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
     (
         "bad public CIDR",
         {"cluster.publicAccessCidrs": "203.0.113.7"},
-        "Invalid config 'cluster.publicAccessCidrs': '203.0.113.7'. Allowed: an IPv4 CIDR with host bits zero, "
+        "Invalid config 'cluster.publicAccessCidrs': '203.0.113.7'. Allowed: an IPv4 CIDR with host bits "
+        "zero, "
         "such as 10.0.0.0/16.",
     ),
     (
@@ -251,7 +256,8 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
     (
         "unknown capacity type",
         {"compute.gpuNodegroup.capacityType": "RESERVED"},
-        "Invalid config 'compute.gpuNodegroup.capacityType': 'RESERVED'. Allowed: one of ['ON_DEMAND', 'SPOT'].",
+        "Invalid config 'compute.gpuNodegroup.capacityType': 'RESERVED'. Allowed: one of ['ON_DEMAND', "
+        "'SPOT'].",
     ),
     (
         "unknown GPU capacity",
@@ -303,7 +309,8 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
     (
         "bad account",
         {"aws.account": "1234"},
-        "Invalid config 'aws.account': '1234'. Allowed: a 12-digit AWS account id, or null for the CLI's account.",
+        "Invalid config 'aws.account': '1234'. Allowed: a 12-digit AWS account id, or null for the CLI's "
+        "account.",
     ),
     (
         "bad region",
@@ -378,19 +385,22 @@ def test_default_is_the_newest_version_in_standard_support() -> None:
         (
             "1.34",
             datetime.date(2026, 12, 3),
-            "Kubernetes 1.34 is past the end of EKS standard support (2026-12-02); extended support (extra cost "
+            "Kubernetes 1.34 is past the end of EKS standard support (2026-12-02); extended support (extra "
+            "cost "
             "per cluster hour) ends 2027-12-02. Upgrade cluster.kubernetesVersion (newest supported: 1.35).",
         ),
         (
             "1.31",
             datetime.date(2026, 11, 23),
-            "Kubernetes 1.31 is past the end of EKS standard support (2025-11-26); extended support (extra cost "
+            "Kubernetes 1.31 is past the end of EKS standard support (2025-11-26); extended support (extra "
+            "cost "
             "per cluster hour) ends 2026-11-26. Upgrade cluster.kubernetesVersion (newest supported: 1.35).",
         ),
         (
             "1.31",
             datetime.date(2026, 11, 27),
-            "Kubernetes 1.31 is past the end of EKS extended support (2026-11-26); EKS will not create clusters "
+            "Kubernetes 1.31 is past the end of EKS extended support (2026-11-26); EKS will not create "
+            "clusters "
             "on it and auto-upgrades existing ones. Set cluster.kubernetesVersion to 1.35.",
         ),
     ],
