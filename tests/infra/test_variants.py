@@ -9,7 +9,7 @@ import pytest
 from aws_cdk.assertions import Match, Template
 
 from tests.conftest import Synthesized, synth_app
-from tests.helpers.cfn import cfn_lint
+from tests.helpers.cfn import AWS_SOLUTIONS, cfn_lint, unacknowledged
 
 ADMIN = "arn:aws:iam::111111111111:role/platform-admin"
 BREAK_GLASS = "arn:aws:iam::111111111111:role/ops/break-glass"
@@ -27,7 +27,6 @@ def variant(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
             "cluster.logging": "api,audit",
             "compute.gpuNodegroup.amiType": "BOTTLEROCKET_X86_64_NVIDIA",
         },
-        nag=False,
     )
 
 
@@ -141,3 +140,30 @@ def test_names_carry_the_environment(variant: Synthesized) -> None:
 @pytest.mark.parametrize("stack_id", ["Network", "Cluster"])
 def test_variant_cfn_lint_clean(variant: Synthesized, stack_id: str) -> None:
     assert cfn_lint(variant.template(stack_id)) == []
+
+
+def test_variant_has_no_unacknowledged_aws_solutions_findings(variant: Synthesized) -> None:
+    assert [str(f) for f in unacknowledged(variant.findings, AWS_SOLUTIONS)] == []
+
+
+def test_interface_endpoints_accept_https_from_the_vpc_only(variant: Synthesized) -> None:
+    template = Template.from_json(variant.template("Network"))
+    groups = template.find_resources(
+        "AWS::EC2::SecurityGroup",
+        {"Properties": {"GroupDescription": "Interface VPC endpoints: HTTPS from the VPC"}},
+    )
+    (group,) = groups.values()
+    assert group["Properties"]["SecurityGroupIngress"] == [
+        {
+            "CidrIp": "10.0.0.0/16",
+            "Description": "HTTPS from the VPC",
+            "FromPort": 443,
+            "IpProtocol": "tcp",
+            "ToPort": 443,
+        }
+    ]
+
+
+def test_support_warning_is_in_the_validation_report(variant: Synthesized) -> None:
+    notes = [f for f in variant.findings if "kubernetesVersionSupport" in f.rule]
+    assert notes and all(f.severity == "warning" for f in notes)
