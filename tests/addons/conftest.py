@@ -1,21 +1,13 @@
-"""Add-on fixtures. The default app comes from the shared session fixture ``synthesized`` (tests/conftest.py);
-the nodegroup/AMP alternative is synthesized once more here, per session."""
+"""Add-on fixtures: the default app is ``synthesized`` and the nodegroup/AMP alternative is
+``synthesized_nodegroup`` (both session-scoped in tests/conftest.py, each synthesized once)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Synthesized, synth_app
-
-#: The alternative configuration: GPU managed nodegroup, no Karpenter, metrics in Amazon Managed Prometheus.
-ALTERNATIVE = {
-    "compute.gpuCapacity": "nodegroup",
-    "addons.karpenter.enabled": False,
-    "addons.metrics.backend": "amp",
-    "addons.metrics.grafana": False,
-}
+from tests.conftest import Synthesized
 
 
 @pytest.fixture(scope="session")
-def alternative(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synth_app(tmp_path_factory.mktemp("cdk.out.alt"), ALTERNATIVE)
+def alternative(synthesized_nodegroup: Synthesized) -> Synthesized:
+    return synthesized_nodegroup

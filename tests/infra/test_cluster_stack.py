@@ -34,13 +34,23 @@ def resources(synthesized: Synthesized) -> dict[str, Any]:
     return synthesized.template("Cluster")["Resources"]
 
 
-def test_stateful_logical_ids_are_pinned(resources: dict[str, Any]) -> None:
+@pytest.fixture(scope="module")
+def nodegroup_resources(synthesized_nodegroup: Synthesized) -> dict[str, Any]:
+    """compute.gpuCapacity=nodegroup (the default is Karpenter, which has no GPU nodegroup)."""
+    return synthesized_nodegroup.template("Cluster")["Resources"]
+
+
+def test_stateful_logical_ids_are_pinned(
+    resources: dict[str, Any], nodegroup_resources: dict[str, Any]
+) -> None:
     # A changed logical id replaces the resource: a new cluster, a new key (old secrets unreadable),
     # new nodes. Rename constructs only with a migration plan.
     assert resources[CLUSTER]["Type"] == "AWS::EKS::Cluster"
     assert resources[KEY]["Type"] == "AWS::KMS::Key"
     assert resources[SYSTEM_NG]["Type"] == "AWS::EKS::Nodegroup"
-    assert resources[GPU_NG]["Type"] == "AWS::EKS::Nodegroup"
+    assert GPU_NG not in resources  # Karpenter (default) provides GPU nodes
+    assert nodegroup_resources[GPU_NG]["Type"] == "AWS::EKS::Nodegroup"
+    assert nodegroup_resources[SYSTEM_NG]["Type"] == "AWS::EKS::Nodegroup"
     assert resources[NODE_SG]["Type"] == "AWS::EC2::SecurityGroup"
     assert resources[NODE_ROLE]["Type"] == "AWS::IAM::Role"
     assert resources[CONTROL_PLANE_LOGS]["Type"] == "AWS::Logs::LogGroup"
@@ -139,8 +149,8 @@ def test_system_nodegroup_matches_seed(resources: dict[str, Any]) -> None:
     assert str(props["Subnets"]).count("PrivateSubnet") == 3
 
 
-def test_gpu_nodegroup_matches_seed_chapter_5(resources: dict[str, Any]) -> None:
-    props = resources[GPU_NG]["Properties"]
+def test_gpu_nodegroup_matches_seed_chapter_5(nodegroup_resources: dict[str, Any]) -> None:
+    props = nodegroup_resources[GPU_NG]["Properties"]
     assert props["NodegroupName"] == "eks-gpu-mng"
     assert props["AmiType"] == "AL2023_x86_64_NVIDIA"
     assert props["CapacityType"] == "SPOT"
@@ -152,8 +162,9 @@ def test_gpu_nodegroup_matches_seed_chapter_5(resources: dict[str, Any]) -> None
 
 @pytest.mark.parametrize(("nodegroup", "disk"), [(SYSTEM_NG, 50), (GPU_NG, 100)])
 def test_launch_templates_require_imdsv2_and_encrypt_root_volume(
-    resources: dict[str, Any], nodegroup: str, disk: int
+    nodegroup_resources: dict[str, Any], nodegroup: str, disk: int
 ) -> None:
+    resources = nodegroup_resources
     lt_ref = resources[nodegroup]["Properties"]["LaunchTemplate"]
     lt = resources[lt_ref["Id"]["Ref"]]["Properties"]["LaunchTemplateData"]
     assert lt["MetadataOptions"] == {"HttpTokens": "required", "HttpPutResponseHopLimit": 1}
@@ -194,7 +205,9 @@ def test_node_role_policies(resources: dict[str, Any]) -> None:
     assert "ec2.amazonaws.com" in str(resources[NODE_ROLE]["Properties"]["AssumeRolePolicyDocument"])
 
 
-def test_managed_addons_and_their_order(resources: dict[str, Any]) -> None:
+def test_managed_addons_and_their_order(
+    resources: dict[str, Any], nodegroup_resources: dict[str, Any]
+) -> None:
     addons = {
         v["Properties"]["AddonName"]: (k, v) for k, v in resources.items() if v["Type"] == "AWS::EKS::Addon"
     }
@@ -203,7 +216,7 @@ def test_managed_addons_and_their_order(resources: dict[str, Any]) -> None:
     lt_id = resources[SYSTEM_NG]["Properties"]["LaunchTemplate"]["Id"]["Ref"]
     for name in ("vpc-cni", "kube-proxy", "eks-pod-identity-agent"):
         assert addons[name][0] in resources[SYSTEM_NG]["DependsOn"]
-        assert addons[name][0] in resources[GPU_NG]["DependsOn"]
+        assert addons[name][0] in nodegroup_resources[GPU_NG]["DependsOn"]
         assert addons[name][0] in resources[lt_id]["DependsOn"]
     # ... CoreDNS and metrics-server need nodes to run on.
     for name in ("coredns", "metrics-server"):
@@ -242,11 +255,12 @@ def test_no_support_warning_for_default_version(synthesized: Synthesized) -> Non
     assert not [m for m in synthesized.messages("Cluster") if "kubernetesVersionSupport" in str(m)]
 
 
-def test_typed_objects_for_later_stacks(synthesized: Synthesized) -> None:
+def test_typed_objects_for_later_stacks(synthesized: Synthesized, synthesized_nodegroup: Synthesized) -> None:
     stack = synthesized.stacks.cluster
     assert isinstance(stack.cluster, eks.Cluster)
     assert stack.cluster.kubectl_provider is not None
-    assert stack.gpu_nodegroup is not None and stack.system_nodegroup is not None
+    assert stack.gpu_nodegroup is None and stack.system_nodegroup is not None  # GPU nodes: Karpenter
+    assert synthesized_nodegroup.stacks.cluster.gpu_nodegroup is not None
     assert stack.cluster.vpc is synthesized.stacks.network.vpc
     assert stack.stack_name == "llama-eks-dev-cluster"
     assert synthesized.stacks.network in stack.dependencies

@@ -40,7 +40,8 @@ def test_cdk_json_dev_matches_seed_chapter_3() -> None:
     assert system.instance_types == ("m5.large", "m6i.large", "m6a.large", "m7i.large", "m7a.large")
     assert (system.desired_size, system.max_size) == (2, 3)
     gpu = config.compute.gpu_nodegroup
-    assert config.compute.gpu_capacity is GpuCapacity.NODEGROUP
+    # Karpenter (seed ch6) is the default GPU capacity; the ch5 nodegroup settings stay configured.
+    assert config.compute.gpu_capacity is GpuCapacity.KARPENTER
     assert (gpu.instance_types, gpu.ami_type, gpu.capacity_type) == (
         ("g6.2xlarge",),
         "AL2023_X86_64_NVIDIA",
@@ -262,7 +263,7 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
     (
         "unknown GPU capacity",
         {"compute.gpuCapacity": "fargate"},
-        "Invalid config 'compute.gpuCapacity': 'fargate'. Allowed: one of ['nodegroup'].",
+        "Invalid config 'compute.gpuCapacity': 'fargate'. Allowed: one of ['karpenter', 'nodegroup'].",
     ),
     (
         "malformed taint",
@@ -298,13 +299,13 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
         "typo in a section of a dotted key",
         {"clustr.name": "x"},
         "Invalid config 'clustr.name': 'x'. Allowed: a dotted key under one of the sections "
-        "['aws', 'tags', 'network', 'cluster', 'compute'].",
+        "['aws', 'tags', 'network', 'cluster', 'compute', 'addons'].",
     ),
     (
         "unknown section in an environment",
         {"environments": {"dev": {"netwrk": {}}}},
         "Invalid config 'environments.dev.netwrk': {}. Allowed: sections "
-        "['aws', 'tags', 'network', 'cluster', 'compute'].",
+        "['aws', 'tags', 'network', 'cluster', 'compute', 'addons'].",
     ),
     (
         "bad account",

@@ -25,6 +25,7 @@ def variant(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
             "cluster.adminRoleArns": f"{ADMIN},{BREAK_GLASS}",
             "cluster.kubernetesVersion": "1.31",
             "cluster.logging": "api,audit",
+            "compute.gpuCapacity": "nodegroup",
             "compute.gpuNodegroup.amiType": "BOTTLEROCKET_X86_64_NVIDIA",
         },
     )
