@@ -124,6 +124,23 @@ def test_secrets_encrypted_with_rotating_retained_key(resources: dict[str, Any])
     assert key["DeletionPolicy"] == "Retain" and key["UpdateReplacePolicy"] == "Retain"
 
 
+def test_cluster_role_may_use_the_key_before_the_cluster_exists(resources: dict[str, Any]) -> None:
+    policies = {
+        k: v
+        for k, v in resources.items()
+        if v["Type"] == "AWS::IAM::Policy" and k.startswith("ControlPlaneClusterRoleDefaultPolicy")
+    }
+    ((policy_id, policy),) = policies.items()
+    assert policy["Properties"]["PolicyDocument"]["Statement"] == [
+        {
+            "Action": ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:ListGrants"],
+            "Effect": "Allow",
+            "Resource": {"Fn::GetAtt": [KEY, "Arn"]},
+        }
+    ]
+    assert policy_id in resources[CLUSTER]["DependsOn"]
+
+
 def test_key_alias(template: Template) -> None:
     template.has_resource_properties(
         "AWS::KMS::Alias",
