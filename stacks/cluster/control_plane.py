@@ -87,8 +87,13 @@ class EksControlPlane(Construct):
         )
         grant.assert_success()
         cfn_cluster = self.cluster.node.default_child
-        assert cfn_cluster is not None
+        assert isinstance(cfn_cluster, eks.CfnCluster)
         cfn_cluster.node.add_dependency(self.cluster.role.node.find_child("DefaultPolicy"))
+        # Not exposed by the L2: what happens after standard support, and whether the cluster can be deleted.
+        cfn_cluster.upgrade_policy = eks.CfnCluster.UpgradePolicyProperty(
+            support_type=config.support_type.upper()
+        )
+        cfn_cluster.deletion_protection = config.deletion_protection
         self._acknowledge_cdk_managed_findings()
         for arn in config.admin_role_arns:
             # ID from the role name (not the list position): reordering the list must not replace entries.

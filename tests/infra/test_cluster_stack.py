@@ -61,6 +61,12 @@ def test_native_cluster_version_name_and_no_auto_mode(resources: dict[str, Any])
     assert props["KubernetesNetworkConfig"]["ElasticLoadBalancing"] == {"Enabled": False}
 
 
+def test_upgrade_policy_and_deletion_protection_default(resources: dict[str, Any]) -> None:
+    props = resources[CLUSTER]["Properties"]
+    assert props["UpgradePolicy"] == {"SupportType": "EXTENDED"}
+    assert props["DeletionProtection"] is False
+
+
 def test_authentication_by_access_entries_with_creator_admin(resources: dict[str, Any]) -> None:
     assert resources[CLUSTER]["Properties"]["AccessConfig"] == {
         "AuthenticationMode": "API",

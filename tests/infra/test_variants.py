@@ -117,6 +117,10 @@ def test_bottlerocket_data_volume_gets_the_disk_size(variant: Synthesized) -> No
     assert lt["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == 50
 
 
+def test_prod_cluster_is_deletion_protected(variant: Synthesized) -> None:
+    assert _cluster(variant)["Properties"]["DeletionProtection"] is True
+
+
 def test_names_carry_the_environment(variant: Synthesized) -> None:
     assert variant.stacks.cluster.stack_name == "llama-eks-prod-cluster"
     assert _cluster(variant)["Properties"]["Name"] == "llama-eks-prod"
