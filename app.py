@@ -82,8 +82,9 @@ def build_app(scope: Construct, config: AppConfig, *, today: datetime.date | Non
     return Stacks(network=network, cluster=cluster, addons=addons)
 
 
-def main() -> None:
-    app = cdk.App()
+def main(app: cdk.App | None = None) -> None:
+    """Entry point of ``cdk.json``'s app command (the CLI passes context through the environment)."""
+    app = app or cdk.App()
     try:
         config = load_config(app.node.get_all_context())
     except ConfigError as err:

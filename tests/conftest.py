@@ -100,18 +100,3 @@ def synth_app(
 def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """The default app (cdk.json, env dev), synthesized once with cdk-nag."""
     return synth_app(tmp_path_factory.mktemp("cdk.out"))
-
-
-#: The GPU-nodegroup alternative to the Karpenter default (seed ch5): managed GPU nodegroup, Karpenter
-#: off, metrics in Amazon Managed Prometheus (exercises the other add-on switches in the same synth).
-NODEGROUP_VARIANT = {
-    "compute.gpuCapacity": "nodegroup",
-    "addons.karpenter.enabled": False,
-    "addons.metrics.backend": "amp",
-}
-
-
-@pytest.fixture(scope="session")
-def synthesized_nodegroup(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    """The nodegroup alternative, synthesized once with cdk-nag (shared by infra and add-on tests)."""
-    return synth_app(tmp_path_factory.mktemp("cdk.out.nodegroup"), NODEGROUP_VARIANT)

