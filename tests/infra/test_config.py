@@ -273,7 +273,7 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
     (
         "unknown GPU capacity",
         {"compute.gpuCapacity": "fargate"},
-        "Invalid config 'compute.gpuCapacity': 'fargate'. Allowed: one of ['nodegroup'].",
+        "Invalid config 'compute.gpuCapacity': 'fargate'. Allowed: one of ['karpenter', 'nodegroup'].",
     ),
     (
         "malformed taint",
@@ -309,13 +309,13 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
         "typo in a section of a dotted key",
         {"clustr.name": "x"},
         "Invalid config 'clustr.name': 'x'. Allowed: a dotted key under one of the sections "
-        "['aws', 'tags', 'network', 'cluster', 'compute'].",
+        "['aws', 'tags', 'network', 'cluster', 'compute', 'addons'].",
     ),
     (
         "unknown section in an environment",
         {"environments": {"dev": {"netwrk": {}}}},
         "Invalid config 'environments.dev.netwrk': {}. Allowed: sections "
-        "['aws', 'tags', 'network', 'cluster', 'compute'].",
+        "['aws', 'tags', 'network', 'cluster', 'compute', 'addons'].",
     ),
     (
         "bad account",

@@ -14,7 +14,7 @@ def test_summary_of_real_assembly(synthesized: Synthesized) -> None:
     assert "Network  (stack llama-eks-dev-network):" in text
     assert "Cluster  (stack llama-eks-dev-cluster):" in text
     assert "     1  AWS::EKS::Cluster" in text
-    assert "     2  AWS::EKS::Nodegroup" in text
+    assert "     1  AWS::EKS::Nodegroup" in text  # system; GPU nodes come from Karpenter (default)
     n_stacks = len(synthesized.assembly.stacks)
     assert text.splitlines()[-1].startswith(f"Total: {n_stacks} stacks, ")
 
