@@ -245,7 +245,7 @@ def test_nodepool_and_nodeclass_as_deployed(addons, synthesized):
     assert nodeclass["tags"] == {
         "project": "llama-eks",
         "environment": "dev",
-        "llama-eks/node-class": "karpenter",
+        "llama-eks/provisioner": "karpenter",
         "karpenter.sh/discovery": cluster,
     }
     pool = docs["NodePool"]["spec"]
