@@ -51,6 +51,8 @@ class ImageKitError(RuntimeError):
 def missing_tools() -> list[str]:
     """Names of the required executables that are not on PATH (root is needed as well)."""
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if not Path("/usr/libexec/podman/catatonit").exists():  # podman run --init (a Recommends only)
+        missing.append("catatonit")
     if os.geteuid() != 0:
         missing.append("root (uid 0)")
     return missing
