@@ -40,8 +40,6 @@ HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates")
 IMAGE_REF = "localhost/llama-eks/model-server:ci"
 TOOLS = ("buildah", "podman", "debootstrap", "runc")
-#: One line per built image, printed in pytest's summary by tests/image/conftest.py.
-REPORTS: list[str] = []
 
 
 class ImageKitError(RuntimeError):

@@ -49,17 +49,24 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def image(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[imagekit.BuiltImage]:
+def image(
+    env: dict[str, str], tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[imagekit.BuiltImage]:
     started = time.monotonic()
     base = imagekit.base_image(env)
     base_s = time.monotonic() - started
     # A tag of our own: two test runs on one machine share the layer cache but never each other's tag.
     ref = f"{imagekit.IMAGE_REF.rsplit(':', 1)[0]}:test-{os.getpid()}"
     built = imagekit.build_image(env, tmp_path_factory.mktemp("build"), ref=ref, base=base)
-    imagekit.REPORTS.append(
-        f"{built.ref}: {built.size_bytes / 1e6:.1f} MB on {base} "
+    line = (
+        f"[image] {built.ref}: {built.size_bytes / 1e6:.1f} MB on {base} "
         f"(base ready in {base_s:.0f}s, buildah bud {built.build_seconds:.0f}s)"
     )
+    # Printed live past pytest's capture (no conftest here: `conftest` as a module name is taken by
+    # tests/model_server, whose tests import from it).
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print(f"\n{line}", flush=True)
     yield built
     # --no-prune: keep the untagged parents, the layer cache of the next run (pruned after its build).
     imagekit.podman(env, "rmi", "--force", "--no-prune", ref, check=False)
