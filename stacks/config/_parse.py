@@ -7,6 +7,7 @@ rejects keys it does not know (a typo must fail synth, not be silently ignored).
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -58,6 +59,9 @@ class Section:
         self, name: str, default: Any = _MISSING, *, minimum: int | None = None, maximum: int | None = None
     ) -> int:
         value = self.raw(name, default)
+        # `-c key=3` arrives as the string "3".
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value.strip())
         # bool is an int in Python; "true" for a count is always a mistake.
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(self.key(name), value, _int_range(minimum, maximum))
@@ -87,6 +91,33 @@ class Section:
         if non_empty and not value:
             raise ConfigError(self.key(name), value, "a non-empty list")
         return tuple(value)
+
+    def string_map(self, name: str, default: Any = _MISSING) -> dict[str, str]:
+        """A JSON object of string -> string (e.g. labels, tags); `-c key='{"a":"b"}'` is parsed as JSON."""
+        value = self.raw(name, default)
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ConfigError(self.key(name), value, "a JSON object of string to string") from None
+        if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and k and isinstance(v, str) for k, v in value.items()
+        ):
+            raise ConfigError(self.key(name), value, "a JSON object of string to string")
+        return dict(value)
+
+    def choice_list(
+        self, name: str, choices: Iterable[str], default: Any = _MISSING, *, non_empty: bool = True
+    ) -> tuple[str, ...]:
+        """A list whose items all come from ``choices`` (duplicates rejected)."""
+        allowed = sorted(choices)
+        items = self.string_list(name, default, non_empty=non_empty)
+        for item in items:
+            if item not in allowed:
+                raise ConfigError(self.key(name), item, f"items from {allowed}")
+        if len(set(items)) != len(items):
+            raise ConfigError(self.key(name), list(items), "a list without duplicates")
+        return items
 
     def reject_unknown(self) -> None:
         """Fail on keys nobody read: call after reading every field of the section."""

@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""CDK entry point: read the configuration once from cdk.json context, then compose the stacks.
+
+npx cdk synth                                  # env "dev" (cdk.json "env")
+npx cdk synth -c env=prod                      # another named environment
+npx cdk synth -c cluster.kubernetesVersion=1.34  # one key overridden
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import aws_cdk as cdk
+from constructs import Construct
+
+from stacks.cluster_stack import ClusterStack
+from stacks.config import AppConfig, ConfigError, load_config
+from stacks.network_stack import NetworkStack
+
+
+@dataclass(frozen=True)
+class Stacks:
+    """The stacks of one deployment, for later stacks (and tests) to build on."""
+
+    network: NetworkStack
+    cluster: ClusterStack
+
+
+def build_app(scope: Construct, config: AppConfig, *, today: datetime.date | None = None) -> Stacks:
+    """Compose every stack of one deployment under ``scope`` (a ``cdk.App`` or a ``cdk.Stage``).
+
+    Construct IDs are fixed ("Network", "Cluster"); CloudFormation stack names carry the cluster name, so
+    two environments can live in one account. ``today`` (default: the real date) drives the Kubernetes
+    support warning.
+    """
+    account = config.aws.account or os.environ.get("CDK_DEFAULT_ACCOUNT")
+    env = cdk.Environment(account=account, region=config.aws.region)
+    prefix = config.stack_prefix
+    network = NetworkStack(
+        scope,
+        "Network",
+        config=config.network,
+        cluster_name=config.cluster.name,
+        env=env,
+        stack_name=f"{prefix}-network",
+        description=f"VPC of EKS cluster {config.cluster.name} ({config.env_name})",
+    )
+    cluster = ClusterStack(
+        scope,
+        "Cluster",
+        vpc=network.vpc,
+        cluster_config=config.cluster,
+        compute_config=config.compute,
+        today=today or datetime.date.today(),
+        env=env,
+        stack_name=f"{prefix}-cluster",
+        description=f"EKS cluster {config.cluster.name} ({config.env_name})",
+    )
+    cluster.add_stack_dependency(network)
+    for stack in (network, cluster):
+        for key, value in config.tags.items():
+            cdk.Tags.of(stack).add(key, value)
+    return Stacks(network=network, cluster=cluster)
+
+
+def main() -> None:
+    app = cdk.App()
+    try:
+        config = load_config(app.node.get_all_context())
+    except ConfigError as err:
+        raise SystemExit(f"cdk.json / -c context: {err}") from None
+    build_app(app, config)
+    app.synth()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""EKS cluster constructs: control plane, node security group and role, nodegroups, managed add-ons."""

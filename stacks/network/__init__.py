@@ -1,0 +1,5 @@
+"""Network constructs: the VPC the cluster runs in."""
+
+from .vpc import EksVpc
+
+__all__ = ["EksVpc"]
