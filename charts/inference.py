@@ -205,6 +205,10 @@ class InferenceChart(cdk8s.Chart):
             server_env["MODEL_SERVER_API_KEY_FILE"] = kplus.EnvValue.from_value(f"{API_KEY_DIR}/api-key")
 
         ephemeral = cdk8s.Size.gibibytes(c.model.size_gib + 2)
+        quantities = {
+            part: {"cpu": cpu, "memory": c.resources.memory, "ephemeral-storage": f"{c.model.size_gib + 2}Gi"}
+            for part, cpu in (("requests", c.resources.cpu_request), ("limits", c.resources.cpu_limit))
+        }
         resources = kplus.ContainerResources(
             cpu=kplus.CpuResources(
                 request=kplus.Cpu.units(_cores(c.resources.cpu_request)),
@@ -323,8 +327,15 @@ class InferenceChart(cdk8s.Chart):
         ]
         if gpu:
             patches += [
-                cdk8s.JsonPatch.add("/spec/template/spec/containers/0/resources/limits/nvidia.com~1gpu", 1),
-                cdk8s.JsonPatch.add("/spec/template/spec/containers/0/resources/requests/nvidia.com~1gpu", 1),
+                # cdk8s-plus has no extended resources (nvidia.com/gpu): the whole block is replaced.
+                cdk8s.JsonPatch.replace(
+                    "/spec/template/spec/containers/0/resources",
+                    # The patch runs before the typed k8s serializer, which reads quantities as {"value": ..}.
+                    {
+                        part: {k: {"value": v} for k, v in {**q, "nvidia.com/gpu": 1}.items()}
+                        for part, q in quantities.items()
+                    },
+                ),
                 cdk8s.JsonPatch.add(
                     "/spec/template/spec/tolerations",
                     [{"key": self.props.gpu_taint_key, "operator": "Exists", "effect": "NoSchedule"}],
