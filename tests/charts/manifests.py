@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from cdk8s import Testing
@@ -28,10 +28,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "everything": {
         "vpa": {"enabled": True},
         "apiKey": {"enabled": True},
-        "model": {"uri": "s3://models-bucket/llama/llama-2-7b-chat.Q4_K_M.gguf", "sha256": "a" * 64, "sizeGiB": 5},
+        "model": {
+            "uri": "s3://models-bucket/llama/llama-2-7b-chat.Q4_K_M.gguf",
+            "sha256": "a" * 64,
+            "sizeGiB": 5,
+        },
     },
-    "minimal": {"autoscaling": {"mode": "none"}, "replicas": 2,
-                "monitoring": {"serviceMonitor": False, "dashboard": False}},
+    "minimal": {
+        "autoscaling": {"mode": "none"},
+        "replicas": 2,
+        "monitoring": {"serviceMonitor": False, "dashboard": False},
+    },
 }
 
 
@@ -42,8 +49,9 @@ def config_of(section: Mapping[str, Any]) -> InferenceConfig:
 def render(config: InferenceConfig | None = None, **props: Any) -> Manifests:
     """Synthesize one InferenceChart in a fresh cdk8s test app and return its manifests."""
     app = Testing.app()
-    chart = InferenceChart(app, "Inference", InferenceChartProps(config=config or InferenceConfig(),
-                                                                 image=IMAGE, **props))
+    chart = InferenceChart(
+        app, "Inference", InferenceChartProps(config=config or InferenceConfig(), image=IMAGE, **props)
+    )
     return Testing.synth(chart)
 
 
@@ -55,5 +63,3 @@ def one(manifests: Manifests, kind: str) -> dict[str, Any]:
     found = by_kind(manifests, kind)
     assert len(found) == 1, f"expected one {kind}, found {len(found)}"
     return found[0]
-
-

@@ -67,7 +67,10 @@ def test_deployment_seed_names_selector_and_rollout(default: Manifests) -> None:
     assert d["spec"]["template"]["metadata"]["labels"]["app"] == "my-llama"
     # KEDA owns the replica count: a re-apply must not reset it (nor wake a scaled-to-zero service).
     assert "replicas" not in d["spec"]
-    assert d["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    assert d["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     assert d["spec"]["progressDeadlineSeconds"] == 1200 + 600
 
 
@@ -127,7 +130,9 @@ def test_graceful_shutdown_budget(default: Manifests) -> None:
     assert pre_stop == {"sleep": {"seconds": 15}}
     # grace >= preStop + the server's drain timeout (60 s), with margin.
     assert spec["terminationGracePeriodSeconds"] == 80
-    assert spec["terminationGracePeriodSeconds"] >= 15 + int(env(server(default))["MODEL_SERVER_DRAIN_TIMEOUT_S"])
+    assert spec["terminationGracePeriodSeconds"] >= 15 + int(
+        env(server(default))["MODEL_SERVER_DRAIN_TIMEOUT_S"]
+    )
 
 
 def test_grace_period_follows_config() -> None:
@@ -231,7 +236,9 @@ def test_network_policy(default: Manifests) -> None:
             "ports": [{"port": 5000, "protocol": "TCP"}],
         },
     ]
-    egress = {(p["protocol"], p["port"], r["to"][0]["ipBlock"]["cidr"]) for r in np["egress"] for p in r["ports"]}
+    egress = {
+        (p["protocol"], p["port"], r["to"][0]["ipBlock"]["cidr"]) for r in np["egress"] for p in r["ports"]
+    }
     assert egress == {
         ("UDP", 53, "0.0.0.0/0"),
         ("TCP", 53, "0.0.0.0/0"),
@@ -293,7 +300,10 @@ def test_hpa_is_the_seed_ch6_hpa(rendered: dict[str, Manifests]) -> None:
     assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "my-llama"}
     assert (spec["minReplicas"], spec["maxReplicas"]) == (1, 5)
     assert spec["metrics"] == [
-        {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}
+        {
+            "type": "Resource",
+            "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+        }
     ]
     down, up = spec["behavior"]["scaleDown"], spec["behavior"]["scaleUp"]
     assert down["stabilizationWindowSeconds"] == 180
@@ -337,7 +347,9 @@ def test_api_key_mounted_from_secret(rendered: dict[str, Manifests]) -> None:
     m = rendered["everything"]
     c = server(m)
     assert env(c)["MODEL_SERVER_API_KEY_FILE"] == "/var/run/secrets/model-server/api-key"
-    assert {"mountPath": "/var/run/secrets/model-server", "name": "api-key", "readOnly": True} in c["volumeMounts"]
+    assert {"mountPath": "/var/run/secrets/model-server", "name": "api-key", "readOnly": True} in c[
+        "volumeMounts"
+    ]
     vol = next(v for v in pod_spec(m)["volumes"] if v["name"] == "api-key")
     assert vol["secret"]["secretName"] == "my-llama-api-key"
     # The key itself never enters the manifests (nor the CloudFormation template).
@@ -359,7 +371,9 @@ def test_service_monitor(default: Manifests) -> None:
     assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert sm["spec"]["selector"] == {"matchLabels": {"app": "my-llama-svc"}}
     assert sm["spec"]["namespaceSelector"] == {"matchNames": ["llama"]}
-    assert sm["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}]
+    assert sm["spec"]["endpoints"] == [
+        {"port": "http", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}
+    ]
     # The endpoint names the Service's port, which targets the server's port.
     assert one(default, "Service")["spec"]["ports"][0]["name"] == "http"
 
@@ -400,7 +414,8 @@ def test_props_are_validated_in_the_constructor() -> None:
     with pytest.raises(ConfigError) as err:
         render(InferenceConfig(), vpc_cidr="10.0.0.1/16")
     assert str(err.value) == (
-        "Invalid config 'network.vpcCidr': '10.0.0.1/16'. Allowed: an IPv4 CIDR with host bits zero, such as 10.0.0.0/16."
+        "Invalid config 'network.vpcCidr': '10.0.0.1/16'. "
+        "Allowed: an IPv4 CIDR with host bits zero, such as 10.0.0.0/16."
     )
     with pytest.raises(ConfigError) as err:
         render(InferenceConfig(), gpu_node_selector={})
