@@ -57,6 +57,14 @@ def _quantity(key: str, value: str, pattern: re.Pattern[str], example: str) -> s
     return value
 
 
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not _DNS_LABEL.match(name):
+        raise ConfigError(
+            "inference.name", name, "a DNS label of at most 40 characters: lower-case letters, digits and '-'"
+        )
+    return name
+
+
 def _parse_quantity(value: str) -> float:
     """Quantity -> base units (cores or bytes), enough to compare a request with its limit."""
     m = re.match(r"^(\d+(?:\.\d+)?)(m|Ki|Mi|Gi|Ti)?$", value)
@@ -325,12 +333,7 @@ class InferenceConfig:
     startup_timeout_seconds: int = 1200
 
     def __post_init__(self) -> None:
-        if not _DNS_LABEL.match(self.name):
-            raise ConfigError(
-                "inference.name",
-                self.name,
-                "a DNS label of at most 40 characters: lower-case letters, digits and '-'",
-            )
+        _check_name(self.name)
         if not _DNS_LABEL.match(self.namespace) or self.namespace.startswith("kube-"):
             raise ConfigError(
                 "inference.namespace",
@@ -372,7 +375,7 @@ def from_section(s: Section) -> InferenceConfig:
     accelerator = Accelerator(
         s.string("accelerator", d.accelerator.value, choices=[a.value for a in Accelerator])
     )
-    name = s.string("name", d.name)
+    name = _check_name(s.string("name", d.name))
 
     m = s.section("model")
     sha = m.raw("sha256", None)
