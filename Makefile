@@ -36,6 +36,12 @@ help:
 
 deps: $(DEPS)
 
+# Offline: no credentials, no lookups (AZs are explicit in cdk.json). CONTEXT="-c env=prod" picks another env.
+synth: $(VENV)/.stamp-cdk node_modules/.stamp
+	env -u AWS_PROFILE -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN \
+		npx cdk synth --no-lookups --quiet $(CONTEXT)
+	$(BIN)/python tools/synth_summary.py cdk.out
+
 test: $(DEPS)
 	$(BIN)/pytest
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 
-from aws_cdk import RemovalPolicy
+from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from stacks.common import retention
+from stacks.common import acknowledge, managed_policy_finding, retention
 from stacks.config import ClusterConfig, EndpointAccess
 
 _LOG_TYPES = {
@@ -80,6 +80,7 @@ class EksControlPlane(Construct):
             output_config_command=False,
         )
         self.cluster.node.add_dependency(self.log_group)
+        self._acknowledge_cdk_managed_findings()
         for arn in config.admin_role_arns:
             # ID from the role name (not the list position): reordering the list must not replace entries.
             role_name = re.sub(r"[^A-Za-z0-9]", "", arn.rsplit("/", 1)[-1].title())
@@ -92,3 +93,54 @@ class EksControlPlane(Construct):
                     )
                 ],
             )
+
+    def _acknowledge_cdk_managed_findings(self) -> None:
+        """cdk-nag findings on roles and functions aws-cdk-lib creates for the cluster (not ours to shape)."""
+        acknowledge(
+            self.cluster.role,
+            managed_policy_finding("AmazonEKSClusterPolicy"),
+            "the EKS cluster service role needs exactly this AWS-maintained policy (EKS documents it as the "
+            "required policy; AWS updates it when EKS needs new EC2/ELB permissions)",
+        )
+        provider = self.cluster.kubectl_provider
+        assert provider is not None  # kubectl_provider_options is always set above
+        for policy, reason in {
+            "service-role/AWSLambdaBasicExecutionRole": (
+                "the kubectl handler and its provider framework write only their own CloudWatch logs"
+            ),
+            "service-role/AWSLambdaVPCAccessExecutionRole": (
+                "the kubectl handler runs in the private subnets (private cluster endpoint) and must manage "
+                "its ENIs there"
+            ),
+            "AmazonEC2ContainerRegistryReadOnly": (
+                "the kubectl handler pulls Helm charts of the add-ons from ECR OCI registries, read-only"
+            ),
+        }.items():
+            acknowledge(provider, managed_policy_finding(policy), reason)
+
+        handler = provider.node.find_child("Handler")
+        stack = Stack.of(self)
+        condition_id = stack.get_logical_id(handler.node.find_child("HasEcrPublic"))  # type: ignore[arg-type]
+        ecr_public = (
+            '{"Fn::If":["' + condition_id + '",{"Fn::Join":["",["arn:",{"Ref":"AWS::Partition"},'
+            '":iam::aws:policy/AmazonElasticContainerRegistryPublicReadOnly"]]},{"Ref":"AWS::NoValue"}]}'
+        )
+        acknowledge(
+            provider,
+            f"AwsSolutions-IAM4[Policy::{ecr_public}]",
+            "in regions with ECR Public the kubectl handler pulls public Helm charts (e.g. Karpenter's) "
+            "from public.ecr.aws, read-only",
+        )
+        handler_fn_id = stack.get_logical_id(handler.node.default_child)  # type: ignore[arg-type]
+        acknowledge(
+            provider,
+            f"AwsSolutions-IAM5[Resource::<{handler_fn_id}.Arn>:*]",
+            "the custom-resource provider framework may invoke any version of the kubectl handler, "
+            "and only it",
+        )
+        acknowledge(
+            handler,
+            "AwsSolutions-L1",
+            "aws-cdk-lib pins the kubectl handler's runtime to the one its bundled code is tested on; "
+            "it moves with aws-cdk-lib upgrades, not with this app",
+        )

@@ -8,13 +8,27 @@ from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-#: AWS managed policies of the node role (EKS's documented minimum, plus SSM for shell access without SSH).
-NODE_MANAGED_POLICIES = (
-    "AmazonEKSWorkerNodePolicy",
-    "AmazonEKS_CNI_Policy",
-    "AmazonEC2ContainerRegistryReadOnly",
-    "AmazonSSMManagedInstanceCore",
-)
+from stacks.common import acknowledge, managed_policy_finding
+
+#: AWS managed policies of the node role (EKS's documented minimum, plus SSM for shell access without SSH),
+#: each with the reason it is acknowledged for cdk-nag AwsSolutions-IAM4.
+NODE_MANAGED_POLICIES = {
+    "AmazonEKSWorkerNodePolicy": (
+        "kubelet on every node must describe the cluster and register the node; EKS documents this "
+        "AWS-maintained policy as required for managed nodegroup node roles"
+    ),
+    "AmazonEKS_CNI_Policy": (
+        "the vpc-cni managed add-on (aws-node, host network) assigns pod IPs from the private subnets with "
+        "the node role; AWS keeps the policy in step with the CNI's ENI calls"
+    ),
+    "AmazonEC2ContainerRegistryReadOnly": (
+        "nodes pull the model-server image and EKS add-on images from ECR; read-only, no push"
+    ),
+    "AmazonSSMManagedInstanceCore": (
+        "operators reach nodes through SSM Session Manager (audited, no SSH keys or open port 22); the "
+        "nodegroups have no remote access configured"
+    ),
+}
 
 
 class NodeRole(Construct):
@@ -35,6 +49,8 @@ class NodeRole(Construct):
                 iam.ManagedPolicy.from_aws_managed_policy_name(p) for p in NODE_MANAGED_POLICIES
             ],
         )
+        for policy, reason in NODE_MANAGED_POLICIES.items():
+            acknowledge(self.role, managed_policy_finding(policy), reason)
 
 
 class NodeSecurityGroup(Construct):
