@@ -62,7 +62,8 @@ class InferenceChartProps:
     ``vpc_cidr``: clients allowed by the NetworkPolicy and the internal NLB (default the seed VPC
     ``10.0.0.0/16``). ``gpu_node_selector``: node labels of the GPU capacity (default the Karpenter
     NodePool ``eks-gpu-np``; with ``gpuCapacity: nodegroup`` the stack passes the nodegroup's label);
-    GPU pods also tolerate ``gpu_taint_key`` (``nvidia.com/gpu``, NoSchedule).
+    GPU pods also tolerate ``gpu_taint_key`` (``nvidia.com/gpu``, NoSchedule). ``cpu_node_selector``:
+    node labels for the CPU variant (default none: any untainted node).
     ``service_monitor_labels``: labels Prometheus selects ServiceMonitors by.
     """
 
@@ -71,6 +72,7 @@ class InferenceChartProps:
     vpc_cidr: str = "10.0.0.0/16"
     gpu_node_selector: Mapping[str, str] = field(default_factory=lambda: DEFAULT_GPU_NODE_SELECTOR)
     gpu_taint_key: str = "nvidia.com/gpu"
+    cpu_node_selector: Mapping[str, str] = field(default_factory=dict)
     service_monitor_labels: Mapping[str, str] = field(default_factory=lambda: DEFAULT_SERVICE_MONITOR_LABELS)
 
     def __post_init__(self) -> None:
@@ -248,7 +250,8 @@ class InferenceChart(cdk8s.Chart):
                     image=self.props.image,
                     # Asset tags are content hashes: a pulled tag never changes.
                     image_pull_policy=kplus.ImagePullPolicy.IF_NOT_PRESENT,
-                    command=["python", "-m", "model_server", "fetch"],
+                    # The image's entrypoint (tini -> python -m model_server) with the fetch subcommand.
+                    args=["fetch"],
                     env_variables=self._env(),
                     volume_mounts=mounts,
                     security_context=self._security_context(),
@@ -342,6 +345,10 @@ class InferenceChart(cdk8s.Chart):
                 ),
                 cdk8s.JsonPatch.add("/spec/template/spec/nodeSelector", dict(self.props.gpu_node_selector)),
             ]
+        elif self.props.cpu_node_selector:
+            patches.append(
+                cdk8s.JsonPatch.add("/spec/template/spec/nodeSelector", dict(self.props.cpu_node_selector))
+            )
         cdk8s.ApiObject.of(deployment).add_json_patch(*patches)
         return deployment
 

@@ -79,7 +79,8 @@ def test_init_container_fetches_model_into_sized_empty_dir(default: Manifests) -
     (init,) = spec["initContainers"]
     assert init["name"] == "fetch-model"
     assert init["image"] == IMAGE
-    assert init["command"] == ["python", "-m", "model_server", "fetch"]
+    assert "command" not in init  # the image's entrypoint: tini -> python -m model_server
+    assert init["args"] == ["fetch"]
     assert env(init) == {
         "MODEL_SERVER_MODEL_URI": "https://huggingface.co/TheBloke/Llama-2-7B-Chat-GGUF/resolve/main/"
         "llama-2-7b-chat.Q2_K.gguf",
@@ -173,6 +174,13 @@ def test_gpu_scheduling_targets_the_karpenter_nodepool(default: Manifests) -> No
 def test_gpu_scheduling_on_the_managed_nodegroup() -> None:
     m = render(InferenceConfig(), gpu_node_selector={"llama-eks/node-class": "gpu"})
     assert pod_spec(m)["nodeSelector"] == {"llama-eks/node-class": "gpu"}
+
+
+def test_cpu_node_selector() -> None:
+    pool = {"karpenter.sh/nodepool": "general-purpose"}
+    m = render(config_of({"accelerator": "cpu"}), cpu_node_selector=pool)
+    assert pod_spec(m)["nodeSelector"] == {"karpenter.sh/nodepool": "general-purpose"}
+    assert "tolerations" not in pod_spec(m)
 
 
 def test_topology_spread_over_zones_and_nodes(default: Manifests) -> None:
