@@ -12,6 +12,7 @@ import enum
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlparse
 
 from ._parse import Section, check_cidr
@@ -471,3 +472,65 @@ def from_section(s: Section) -> InferenceConfig:
     )
     s.reject_unknown()
     return config
+
+
+def check_against_addons(config: InferenceConfig, addons: Any, *, gpu_capacity: str) -> None:
+    """Cross-section rules: what the service uses must be installed by the add-ons.
+
+    ``addons`` is the ``AddonsConfig`` (typed loosely here to keep this module free of the add-ons'
+    imports). Raises :class:`ConfigError` naming the add-on key to switch on, or the inference key to
+    change.
+    """
+    if not addons.load_balancer_controller.enabled:
+        raise ConfigError(
+            "addons.loadBalancerController.enabled",
+            False,
+            "true: the inference Service is an NLB provisioned by the AWS Load Balancer Controller",
+        )
+    backend = addons.metrics.backend.value
+    if config.accelerator is Accelerator.GPU:
+        if not addons.nvidia_device_plugin.enabled:
+            raise ConfigError(
+                "addons.nvidiaDevicePlugin.enabled",
+                False,
+                "true when inference.accelerator is 'gpu' (nodes advertise nvidia.com/gpu through it)",
+            )
+        if gpu_capacity == "karpenter" and not addons.karpenter.enabled:
+            raise ConfigError(
+                "addons.karpenter.enabled", False, "true when compute.gpuCapacity is 'karpenter'"
+            )
+    if config.autoscaling.mode is Autoscaler.KEDA:
+        if not addons.keda.enabled:
+            raise ConfigError(
+                "inference.autoscaling.mode", "keda", "'hpa' or 'none' while addons.keda.enabled is false"
+            )
+        if backend != "kubePrometheusStack":
+            raise ConfigError(
+                "inference.autoscaling.mode",
+                "keda",
+                f"'hpa' or 'none' while addons.metrics.backend is {backend!r} (KEDA's triggers query the "
+                "in-cluster Prometheus of 'kubePrometheusStack')",
+            )
+        if config.accelerator is Accelerator.GPU and not addons.dcgm_exporter.enabled:
+            raise ConfigError(
+                "addons.dcgmExporter.enabled",
+                False,
+                "true when inference.autoscaling.mode is 'keda' on GPU (the GPU utilisation trigger)",
+            )
+    if config.monitoring.service_monitor and backend == "none":
+        raise ConfigError(
+            "inference.monitoring.serviceMonitor", True, "false while addons.metrics.backend is 'none'"
+        )
+    if config.monitoring.dashboard and (backend != "kubePrometheusStack" or not addons.metrics.grafana):
+        raise ConfigError(
+            "inference.monitoring.dashboard",
+            True,
+            "false unless addons.metrics.backend is 'kubePrometheusStack' with addons.metrics.grafana true",
+        )
+    if config.vpa.enabled:
+        raise ConfigError(
+            "inference.vpa.enabled",
+            True,
+            "false: no add-on installs the VerticalPodAutoscaler recommender and CRDs yet (the chart can "
+            "render the recommendation-only VPA once one does)",
+        )
