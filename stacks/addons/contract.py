@@ -59,7 +59,9 @@ class HelmRelease:
     #: True when another release owns the CRDs (Helm installs a chart's crds/ folder once, never upgrades it).
     skip_crds: bool = False
 
-    def install(self, scope: Construct, construct_id: str, cluster: eks.ICluster, values: dict) -> eks.HelmChart:
+    def install(
+        self, scope: Construct, construct_id: str, cluster: eks.ICluster, values: dict
+    ) -> eks.HelmChart:
         return eks.HelmChart(
             scope,
             construct_id,
@@ -90,4 +92,4 @@ class ClusterAddon(abc.ABC):
 
     @abc.abstractmethod
     def deploy(self, scope: Construct, ctx: AddonContext) -> Construct:
-        """Create the add-on under ``scope``; return its root construct (later add-ons depend on all of it)."""
+        """Create the add-on under ``scope``; return its root construct (dependants wait for all of it)."""

@@ -25,16 +25,27 @@ from charts.karpenter import GpuNodePoolProps, KarpenterNodePools, KarpenterNode
 from stacks.addons import karpenter_iam
 from stacks.addons.contract import AddonContext, ClusterAddon, HelmRelease
 from stacks.addons.pod_identity import PodIdentityRole
+from stacks.common import acknowledge, managed_policy_finding
 from stacks.config.addons import AddonsConfig, KarpenterConfig
 
 OCI_REPOSITORY = "oci://public.ecr.aws/karpenter"
 SERVICE_ACCOUNT = "karpenter"
-NODE_MANAGED_POLICIES = (
-    "AmazonEKS_CNI_Policy",
-    "AmazonEKSWorkerNodePolicy",
-    "AmazonEC2ContainerRegistryPullOnly",
-    "AmazonSSMManagedInstanceCore",
-)
+#: The template's node role policies, each with why it is acknowledged (cdk-nag AwsSolutions-IAM4).
+NODE_MANAGED_POLICIES = {
+    "AmazonEKS_CNI_Policy": (
+        "the vpc-cni add-on on Karpenter's nodes assigns pod IPs from the private subnets with the node "
+        "role; AWS keeps the policy in step with the CNI's ENI calls (official Karpenter template)"
+    ),
+    "AmazonEKSWorkerNodePolicy": (
+        "kubelet on Karpenter's nodes describes the cluster and registers the node (official template)"
+    ),
+    "AmazonEC2ContainerRegistryPullOnly": (
+        "GPU nodes pull the model-server image from ECR: pull only, narrower than ReadOnly (template)"
+    ),
+    "AmazonSSMManagedInstanceCore": (
+        "operators reach GPU nodes through SSM Session Manager (audited, no SSH keys, no open port 22)"
+    ),
+}
 
 #: EventBridge rules of the template: construct id -> (source, detail-type). Exact strings matter: a
 #: misspelt detail-type is accepted by EventBridge and simply never matches.
@@ -43,7 +54,10 @@ INTERRUPTION_RULES: dict[str, tuple[str, str]] = {
     "SpotInterruptionRule": ("aws.ec2", "EC2 Spot Instance Interruption Warning"),
     "RebalanceRule": ("aws.ec2", "EC2 Instance Rebalance Recommendation"),
     "InstanceStateChangeRule": ("aws.ec2", "EC2 Instance State-change Notification"),
-    "CapacityReservationInterruptionRule": ("aws.ec2", "EC2 Capacity Reservation Instance Interruption Warning"),
+    "CapacityReservationInterruptionRule": (
+        "aws.ec2",
+        "EC2 Capacity Reservation Instance Interruption Warning",
+    ),
 }
 
 
@@ -68,6 +82,12 @@ class InterruptionQueue(Construct):
             "Queue",
             retention_period=Duration.seconds(300),
             encryption=sqs.QueueEncryption.SQS_MANAGED,
+        )
+        acknowledge(
+            self.queue,
+            "AwsSolutions-SQS3",
+            "interruption events are advisory and stale after minutes (300 s retention, as in Karpenter's "
+            "official template); a dead-letter queue would keep events nobody acts on",
         )
         self.queue.add_to_resource_policy(
             iam.PolicyStatement(
@@ -114,8 +134,12 @@ class KarpenterNodeRole(Construct):
             "Role",
             assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
             description="Nodes launched by Karpenter: kubelet, VPC CNI, ECR pulls, SSM Session Manager",
-            managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name(p) for p in NODE_MANAGED_POLICIES],
+            managed_policies=[
+                iam.ManagedPolicy.from_aws_managed_policy_name(p) for p in NODE_MANAGED_POLICIES
+            ],
         )
+        for policy, reason in NODE_MANAGED_POLICIES.items():
+            acknowledge(self.role, managed_policy_finding(policy), reason)
         self.access_entry = eks.AccessEntry(
             self,
             "AccessEntry",
@@ -161,6 +185,13 @@ class KarpenterController(Construct):
             )
             for (cid, template_name), doc in zip(karpenter_iam.POLICY_NAMES, docs.values(), strict=True)
         }
+        for cid, doc in docs.items():
+            for resource in karpenter_iam.wildcard_resources(doc):
+                acknowledge(
+                    self.policies[cid],
+                    f"AwsSolutions-IAM5[Resource::{resource}]",
+                    karpenter_iam.WILDCARD_REASONS[cid],
+                )
         crd_release = HelmRelease(
             chart="karpenter-crd",
             repository=f"{OCI_REPOSITORY}/karpenter-crd",

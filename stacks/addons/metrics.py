@@ -66,8 +66,14 @@ class MetricsAddon(ClusterAddon):
                 service_account=PROMETHEUS_SERVICE_ACCOUNT,
                 description=f"Prometheus of EKS cluster {ctx.cluster_name}: remote write to AMP",
             )
-            self.identity.role.add_to_principal_policy(
-                iam.PolicyStatement(actions=["aps:RemoteWrite"], resources=[self.workspace.attr_arn])
+            iam.ManagedPolicy(
+                root,
+                "RemoteWritePolicy",
+                description="Prometheus remote write into this cluster's AMP workspace only",
+                statements=[
+                    iam.PolicyStatement(actions=["aps:RemoteWrite"], resources=[self.workspace.attr_arn])
+                ],
+                roles=[self.identity.role],
             )
             prometheus_spec["remoteWrite"] = [
                 {
@@ -79,7 +85,7 @@ class MetricsAddon(ClusterAddon):
                 root,
                 "AmpQueryEndpoint",
                 value=self.workspace.attr_prometheus_endpoint,
-                description="Amazon Managed Prometheus endpoint (query with SigV4, e.g. from Amazon Managed Grafana)",
+                description="Amazon Managed Prometheus endpoint (SigV4 queries, e.g. Amazon Managed Grafana)",
             )
         self.chart = RELEASE.install(
             root,

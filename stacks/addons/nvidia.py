@@ -79,7 +79,10 @@ class DcgmServiceMonitor(cdk8s.Chart):
             metadata=cdk8s.ApiObjectMetadata(name="dcgm-exporter", namespace=namespace),
             spec=monitoring.ServiceMonitorSpec(
                 selector=monitoring.ServiceMonitorSpecSelector(
-                    match_labels={"app.kubernetes.io/name": "dcgm-exporter", "app.kubernetes.io/instance": release}
+                    match_labels={
+                        "app.kubernetes.io/name": "dcgm-exporter",
+                        "app.kubernetes.io/instance": release,
+                    }
                 ),
                 namespace_selector=monitoring.ServiceMonitorSpecNamespaceSelector(match_names=[namespace]),
                 endpoints=[

@@ -116,6 +116,7 @@ class Toggle:
 class MetricsConfig:
     backend: MetricsBackend = MetricsBackend.KUBE_PROMETHEUS_STACK
     retention: str = "15d"
+    #: Default: true for kubePrometheusStack, false otherwise (AMP pairs with Amazon Managed Grafana).
     grafana: bool = True
 
 
@@ -152,7 +153,9 @@ def _karpenter(s: Section) -> KarpenterConfig:
         )
     budget = s.string("disruptionBudget", d.disruption_budget)
     if not _PERCENT_OR_COUNT.match(budget):
-        raise ConfigError(s.key("disruptionBudget"), budget, "a node count such as 1 or a percentage such as 10%")
+        raise ConfigError(
+            s.key("disruptionBudget"), budget, "a node count such as 1 or a percentage such as 10%"
+        )
     config = KarpenterConfig(
         enabled=s.boolean("enabled", d.enabled),
         version=version,
@@ -185,9 +188,7 @@ def _toggle(s: Section) -> Toggle:
 
 def _metrics(s: Section) -> MetricsConfig:
     d = MetricsConfig()
-    backend = MetricsBackend(
-        s.string("backend", d.backend.value, choices=[b.value for b in MetricsBackend])
-    )
+    backend = MetricsBackend(s.string("backend", d.backend.value, choices=[b.value for b in MetricsBackend]))
     retention = s.string("retention", d.retention)
     if not re.match(r"^[0-9]+(h|d|w)$", retention):
         raise ConfigError(s.key("retention"), retention, "a Prometheus retention such as 24h, 15d or 2w")
@@ -222,8 +223,6 @@ def from_section(s: Section) -> AddonsConfig:
 def check_against_cluster(addons: AddonsConfig, *, gpu_capacity: str, kubernetes_version: str) -> None:
     """Cross-section rules: Karpenter as GPU capacity must be installed and new enough."""
     if gpu_capacity == "karpenter" and not addons.karpenter.enabled:
-        raise ConfigError(
-            "addons.karpenter.enabled", False, "true when compute.gpuCapacity is 'karpenter'"
-        )
+        raise ConfigError("addons.karpenter.enabled", False, "true when compute.gpuCapacity is 'karpenter'")
     if addons.karpenter.enabled:
         check_karpenter_compatibility(kubernetes_version, addons.karpenter.version)
