@@ -298,13 +298,13 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
         "typo in a section of a dotted key",
         {"clustr.name": "x"},
         "Invalid config 'clustr.name': 'x'. Allowed: a dotted key under one of the sections "
-        "['aws', 'tags', 'network', 'cluster', 'compute'].",
+        "['aws', 'tags', 'network', 'cluster', 'compute', 'addons', 'inference'].",
     ),
     (
         "unknown section in an environment",
         {"environments": {"dev": {"netwrk": {}}}},
         "Invalid config 'environments.dev.netwrk': {}. Allowed: sections "
-        "['aws', 'tags', 'network', 'cluster', 'compute'].",
+        "['aws', 'tags', 'network', 'cluster', 'compute', 'addons', 'inference'].",
     ),
     (
         "bad account",
