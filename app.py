@@ -72,7 +72,7 @@ def build_app(scope: Construct, config: AppConfig, *, today: datetime.date | Non
         vpc=network.vpc,
         config=config.addons,
         system_node_selector={NODE_CLASS_LABEL: "system"},
-        tags={**config.tags, NODE_CLASS_LABEL: "karpenter"},
+        tags={**config.tags, "llama-eks/provisioner": "karpenter"},
         env=env,
         stack_name=f"{prefix}-addons",
         description=f"Cluster add-ons of EKS cluster {config.cluster.name} ({config.env_name})",
@@ -96,8 +96,9 @@ def build_app(scope: Construct, config: AppConfig, *, today: datetime.date | Non
     return Stacks(network=network, cluster=cluster, addons=addons, inference=inference)
 
 
-def main() -> None:
-    app = cdk.App()
+def main(app: cdk.App | None = None) -> None:
+    """Entry point of ``cdk.json``'s app command (the CLI passes context through the environment)."""
+    app = app or cdk.App()
     try:
         config = load_config(app.node.get_all_context())
     except ConfigError as err:
