@@ -233,6 +233,21 @@ def test_every_custom_resource_validates_strictly_against_its_crd(addons):
         validate(doc)
 
 
+@pytest.mark.parametrize("variant", ["synthesized", "alternative"])
+def test_every_custom_resource_of_every_stack_validates(request, variant):
+    """Whatever stack emits a custom resource (add-ons, inference, ...), its CRD's schema holds."""
+    app = request.getfixturevalue(variant)
+    crd_apis = {api for api, _ in served_schemas()}
+    checked = 0
+    for template in app.templates.values():
+        for docs in manifests(template).values():
+            for doc in docs:
+                if doc.get("apiVersion") in crd_apis:
+                    validate(doc)
+                    checked += 1
+    assert checked >= (3 if variant == "synthesized" else 1)
+
+
 def test_nodepool_and_nodeclass_as_deployed(addons, synthesized):
     docs = {d["kind"]: d for docs in manifests(addons).values() for d in docs}
     node_role_id, _ = one(addons, "AWS::IAM::Role", "KarpenterNodeRole")
