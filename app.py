@@ -16,8 +16,9 @@ import aws_cdk as cdk
 from constructs import Construct
 
 from stacks.cluster_stack import ClusterStack
-from stacks.config import AppConfig, ConfigError, load_config
+from stacks.config import AppConfig, ConfigError
 from stacks.network_stack import NetworkStack
+from stacks.pipeline_app import build as build_for_mode
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,11 @@ def build_app(scope: Construct, config: AppConfig, *, today: datetime.date | Non
 def main() -> None:
     app = cdk.App()
     try:
-        config = load_config(app.node.get_all_context())
+        # deployMode "direct": build_app's stacks; "pipeline": only the PipelineStack, whose stages
+        # call build_app (stacks/pipeline_app.py). Never both.
+        build_for_mode(app, app.node.get_all_context(), build_app)
     except ConfigError as err:
         raise SystemExit(f"cdk.json / -c context: {err}") from None
-    build_app(app, config)
     app.synth()
 
 

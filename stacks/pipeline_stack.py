@@ -1,0 +1,202 @@
+"""PipelineStack: a self-mutating CDK Pipeline that tests, synthesizes and deploys every environment.
+
+Source (CodeStar Connections or CodeCommit) -> Synth (`npm ci`, `make test`, `npx cdk synth` with the
+pinned CLI) -> UpdatePipeline (self-mutation) -> Assets (file and Docker image assets, the model server
+image among them) -> one stage per configured environment in order, each optionally behind a manual
+approval, each followed by a smoke test against its endpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import aws_cdk as cdk
+from aws_cdk import aws_codebuild as codebuild
+from aws_cdk import aws_codecommit as codecommit
+from aws_cdk import aws_codepipeline as codepipeline
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import pipelines
+from constructs import Construct
+
+from stacks.config.pipeline import PipelineConfig, SourceConfig
+
+#: CodeBuild image of every step: Amazon Linux based standard 7.0 (Python 3.11 and Node 20 available).
+BUILD_IMAGE = codebuild.LinuxBuildImage.STANDARD_7_0
+
+_COMPUTE = {
+    "small": codebuild.ComputeType.SMALL,
+    "medium": codebuild.ComputeType.MEDIUM,
+    "large": codebuild.ComputeType.LARGE,
+    "xlarge": codebuild.ComputeType.X_LARGE,
+    "2xlarge": codebuild.ComputeType.X2_LARGE,
+}
+
+#: Context the synth step passes so the pipeline always synthesizes itself, whatever cdk.json's default.
+SYNTH_COMMAND = "npx cdk synth -c deployMode=pipeline"
+#: The README's test command: every test, as CI runs it.
+TEST_COMMAND = "make test"
+
+
+class SmokeTestable(Protocol):
+    def smoke_test_outputs(self) -> Mapping[str, cdk.CfnOutput]: ...
+
+
+@dataclass(frozen=True)
+class StageTarget:
+    """One environment the pipeline deploys: where, and how to build its ``cdk.Stage``.
+
+    ``create(scope, construct_id)`` returns the stage (``LlamaStage``); stages that have a
+    ``smoke_test_outputs()`` method get a post-deploy smoke test when it returns outputs.
+    """
+
+    env_name: str
+    account: str
+    region: str
+    create: Callable[[Construct, str], cdk.Stage]
+
+
+def stage_id(env_name: str) -> str:
+    """PascalCase construct ID of an environment's stage: ``dev`` -> ``Dev``, ``eu-prod`` -> ``EuProd``."""
+    return "".join(part[:1].upper() + part[1:] for part in env_name.replace("_", "-").split("-") if part)
+
+
+class PipelineStack(cdk.Stack):
+    """The delivery pipeline. ``targets`` are deployed in order; approval per ``config.approval_stages``."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: PipelineConfig,
+        targets: Sequence[StageTarget],
+        **kwargs: object,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        if config.source is None:
+            raise ValueError("PipelineStack needs config.source (validated by load_pipeline_config)")
+        self.config = config
+        self.source = self._source(config.source)
+        self.synth_step = pipelines.CodeBuildStep(
+            "Synth",
+            input=self.source,
+            install_commands=["npm ci --no-audit --no-fund"],
+            commands=[TEST_COMMAND, SYNTH_COMMAND],
+            primary_output_directory="cdk.out",
+            env={"JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20", "CI": "true"},
+            build_environment=codebuild.BuildEnvironment(
+                build_image=BUILD_IMAGE,
+                compute_type=_COMPUTE[config.synth_compute_type],
+                # Docker for the image tests of `make test` (the model server image is built there too).
+                privileged=True,
+            ),
+            partial_build_spec=codebuild.BuildSpec.from_object(
+                {"phases": {"install": {"runtime-versions": {"python": "3.11", "nodejs": "20"}}}}
+            ),
+            timeout=cdk.Duration.minutes(90),
+        )
+        self.cross_account_keys = config.needs_cross_account_keys({t.env_name: t.account for t in targets})
+        docker_credentials = []
+        if config.docker_hub_secret_arn:
+            secret = secretsmanager.Secret.from_secret_complete_arn(
+                self, "DockerHubSecret", config.docker_hub_secret_arn
+            )
+            docker_credentials.append(pipelines.DockerCredential.docker_hub(secret))
+
+        self.pipeline = pipelines.CodePipeline(
+            self,
+            "Pipeline",
+            pipeline_name=config.name,
+            pipeline_type=codepipeline.PipelineType.V2,
+            synth=self.synth_step,
+            self_mutation=True,
+            cli_version=config.cli_version,
+            cdk_assets_cli_version=config.cdk_assets_version,
+            cross_account_keys=self.cross_account_keys,
+            # Key rotation needs the customer-managed key that cross-account keys create.
+            enable_key_rotation=True if self.cross_account_keys else None,
+            docker_enabled_for_synth=True,
+            docker_credentials=docker_credentials,
+            # One publishing project per asset type instead of one per asset (the kubectl layer, handlers and
+            # the model image would otherwise each get a CodeBuild project).
+            publish_assets_in_parallel=False,
+            code_build_defaults=pipelines.CodeBuildOptions(
+                build_environment=codebuild.BuildEnvironment(
+                    build_image=BUILD_IMAGE, compute_type=codebuild.ComputeType.SMALL
+                ),
+            ),
+            asset_publishing_code_build_defaults=pipelines.CodeBuildOptions(
+                # The model server image (llama.cpp, CUDA variant) is built here: give it room.
+                build_environment=codebuild.BuildEnvironment(
+                    build_image=BUILD_IMAGE, compute_type=codebuild.ComputeType.LARGE
+                ),
+                timeout=cdk.Duration.minutes(120),
+            ),
+        )
+
+        self.stages: dict[str, cdk.Stage] = {}
+        self.smoke_tests: dict[str, pipelines.Step] = {}
+        self.approvals: dict[str, pipelines.Step] = {}
+        for target in targets:
+            sid = stage_id(target.env_name)
+            stage = target.create(self, sid)
+            self.stages[target.env_name] = stage
+            pre: list[pipelines.Step] = []
+            if target.env_name in config.approval_stages:
+                approval = pipelines.ManualApprovalStep(
+                    f"Approve{sid}",
+                    comment=(
+                        f"Deploy this commit to '{target.env_name}' (account {target.account}, "
+                        f"{target.region})? Earlier stages passed their smoke tests."
+                    ),
+                )
+                self.approvals[target.env_name] = approval
+                pre.append(approval)
+            post: list[pipelines.Step] = []
+            smoke = self._smoke_test(stage, sid)
+            if smoke is not None:
+                self.smoke_tests[target.env_name] = smoke
+                post.append(smoke)
+            elif config.smoke_test.enabled:
+                cdk.Annotations.of(self).add_warning_v2(
+                    "llama-eks:noSmokeTest",
+                    f"Stage {sid} has no inference endpoint output: no post-deploy smoke test for it.",
+                )
+            self.pipeline.add_stage(stage, pre=pre, post=post)
+        # Build now (instead of at synth) so the generated constructs exist for acknowledgments and tests.
+        self.pipeline.build_pipeline()
+
+    def _source(self, source: SourceConfig) -> pipelines.CodePipelineSource:
+        if source.connection_arn is None:  # CodeCommit
+            repository = codecommit.Repository.from_repository_name(
+                self, "SourceRepository", source.repository
+            )
+            return pipelines.CodePipelineSource.code_commit(repository, source.branch, action_name="Source")
+        return pipelines.CodePipelineSource.connection(
+            source.repository,
+            source.branch,
+            connection_arn=source.connection_arn,
+            trigger_on_push=source.trigger_on_push,
+            action_name="Source",
+        )
+
+    def _smoke_test(self, stage: cdk.Stage, sid: str) -> pipelines.Step | None:
+        smoke = self.config.smoke_test
+        outputs_of = getattr(stage, "smoke_test_outputs", None)
+        outputs = dict(outputs_of()) if (smoke.enabled and outputs_of is not None) else {}
+        if not outputs:
+            return None
+        return pipelines.CodeBuildStep(
+            "SmokeTest",
+            # The deployed commit's own smoke script (stdlib only; no install step).
+            input=self.source,
+            env_from_cfn_outputs=outputs,
+            env={
+                "READY_TIMEOUT_S": str(smoke.ready_timeout_s),
+                "PREDICT_TIMEOUT_S": str(smoke.predict_timeout_s),
+            },
+            commands=["python3 stacks/pipeline_smoke.py"],
+            timeout=cdk.Duration.seconds(smoke.ready_timeout_s + smoke.predict_timeout_s + 300),
+        )
