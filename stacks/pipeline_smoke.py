@@ -86,7 +86,7 @@ def wait_ready(
             return attempt
         log(f"not ready (attempt {attempt}): {last}")
         if clock() + interval_s > deadline:
-            raise SmokeTestFailed(f"{base}/readyz not ready within {timeout_s:.0f} s (last: {last})")
+            raise SmokeTestFailed(f"{base}/readyz not ready within {timeout_s:g} s (last: {last})")
         sleep(interval_s)
 
 

@@ -20,6 +20,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import pipelines
 from constructs import Construct
 
+from stacks.common import acknowledge
 from stacks.config.pipeline import PipelineConfig, SourceConfig
 
 #: CodeBuild image of every step: Amazon Linux based standard 7.0 (Python 3.11 and Node 20 available).
@@ -167,6 +168,80 @@ class PipelineStack(cdk.Stack):
             self.pipeline.add_stage(stage, pre=pre, post=post)
         # Build now (instead of at synth) so the generated constructs exist for acknowledgments and tests.
         self.pipeline.build_pipeline()
+        self._acknowledge_generated_permissions()
+
+    def _acknowledge_generated_permissions(self) -> None:
+        """cdk-nag findings on what CDK Pipelines generates, each with why it is right here."""
+        account, region = self.config.account, self.config.region
+        partition = (
+            "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
+        )
+        bucket = self.pipeline.pipeline.artifact_bucket
+
+        def lid(construct: Construct) -> str:
+            return str(self.resolve(self.get_logical_id(construct.node.default_child)))  # type: ignore[arg-type]
+
+        artifacts = (
+            "The pipeline's roles read and write stage artifacts only in this pipeline's own artifacts "
+            "bucket (the statement's resources are that bucket and its objects); object keys are generated "
+            "per execution, so the object-level wildcard cannot be narrower."
+        )
+        for action in ("s3:GetObject*", "s3:GetBucket*", "s3:List*", "s3:DeleteObject*", "s3:Abort*"):
+            acknowledge(self.pipeline, f"AwsSolutions-IAM5[Action::{action}]", artifacts)
+        acknowledge(self.pipeline, f"AwsSolutions-IAM5[Resource::<{lid(bucket)}.Arn>/*]", artifacts)
+        for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*"):
+            acknowledge(
+                self.pipeline,
+                f"AwsSolutions-IAM5[Action::{action}]",
+                "Limited to the pipeline's own artifacts key (the statement's only resource): writing an "
+                "encrypted artifact needs a data key per object.",
+            )
+        for project in (self.pipeline.synth_project, self.pipeline.self_mutation_project):
+            name = lid(project)
+            own = (
+                f"CodeBuild writes this project's logs and test reports under names it derives from the "
+                f"project ({name}); the wildcard covers that project's log streams and report groups only."
+            )
+            logs = f"arn:{partition}:logs:{region}:{account}:log-group:/aws/codebuild/<{name}>:*"
+            reports = f"arn:{partition}:codebuild:{region}:{account}:report-group/<{name}>-*"
+            acknowledge(self.pipeline, f"AwsSolutions-IAM5[Resource::{logs}]", own)
+            acknowledge(self.pipeline, f"AwsSolutions-IAM5[Resource::{reports}]", own)
+        shared = (
+            "One asset-publishing role serves every publishing project of the pipeline (their names are "
+            "generated); scoped to CodeBuild's log groups and report groups in the pipeline's account and "
+            "region."
+        )
+        acknowledge(
+            self.pipeline,
+            f"AwsSolutions-IAM5[Resource::arn:{partition}:logs:{region}:{account}:log-group:/aws/codebuild/*]",
+            shared,
+        )
+        acknowledge(
+            self.pipeline,
+            f"AwsSolutions-IAM5[Resource::arn:{partition}:codebuild:{region}:{account}:report-group/*]",
+            shared,
+        )
+        acknowledge(
+            self.pipeline,
+            "AwsSolutions-IAM5[Resource::*]",
+            "Read-only discovery the CDK CLI and cdk-assets need before they assume a bootstrap role "
+            "(cloudformation:DescribeStacks of the bootstrap stack, s3:ListBucket) and CodeBuild build "
+            "control of the publishing projects; every write goes through the bootstrap roles.",
+        )
+        acknowledge(
+            self.pipeline,
+            f"AwsSolutions-IAM5[Resource::arn:*:iam::{account}:role/*]",
+            "Self-mutation may assume only roles tagged aws-cdk:bootstrap-role (deploy, file- and "
+            "image-publishing; an IAM condition on the statement): the CDK bootstrap roles of the pipeline "
+            "account, whose names carry the bootstrap qualifier.",
+        )
+        acknowledge(
+            bucket,
+            "AwsSolutions-S1",
+            "Transient pipeline artifacts, reachable only by this pipeline's roles over TLS and "
+            "KMS-encrypted; access is audited with CloudTrail (S3 data events where required) rather than "
+            "server access logs, which would need another bucket that is itself unlogged.",
+        )
 
     def _source(self, source: SourceConfig) -> pipelines.CodePipelineSource:
         if source.connection_arn is None:  # CodeCommit
