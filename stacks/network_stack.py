@@ -19,7 +19,13 @@ class NetworkStack(Stack):
         self, scope: Construct, construct_id: str, *, config: NetworkConfig, cluster_name: str, **kwargs: Any
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
+        self._azs = list(config.availability_zones)
         network = EksVpc(self, "Network", config=config, cluster_name=cluster_name)
         self.vpc: ec2.Vpc = network.vpc
         self.network = network
         CfnOutput(self, "VpcId", value=self.vpc.vpc_id, description="VPC of the EKS cluster")
+
+    @property
+    def availability_zones(self) -> list[str]:
+        """The configured AZs: never a lookup, never CDK's dummy placeholders."""
+        return self._azs

@@ -16,7 +16,14 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.cfn import NO_FAIL_CONTEXT, Finding, add_nag_plugins, validation_findings
+from tests.helpers.cfn import (
+    NO_FAIL_CONTEXT,
+    Acknowledgement,
+    Finding,
+    acknowledgements,
+    add_nag_plugins,
+    validation_findings,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_ACCOUNT = "111111111111"
@@ -39,6 +46,7 @@ class Synthesized:
     assembly: Any
     templates: dict[str, dict[str, Any]] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
+    acknowledgements: list[Acknowledgement] = field(default_factory=list)
 
     def template(self, stack_id: str) -> dict[str, Any]:
         """Template of the stack with construct id ``stack_id`` ("Network", "Cluster", ...)."""
@@ -84,6 +92,7 @@ def synth_app(
         assembly=assembly,
         templates=templates,
         findings=validation_findings(assembly.directory),
+        acknowledgements=acknowledgements(assembly.directory),
     )
 
 

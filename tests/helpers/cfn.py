@@ -105,6 +105,35 @@ def validation_findings(assembly_dir: str | Path) -> list[Finding]:
     return findings
 
 
+@dataclass(frozen=True)
+class Acknowledgement:
+    construct_path: str
+    rule: str  # as given to Validations.acknowledge, e.g. "AwsSolutions-IAM4[Policy::...]"
+    reason: str
+
+
+def acknowledgements(assembly_dir: str | Path) -> list[Acknowledgement]:
+    """Every ``Validations.of(c).acknowledge(...)`` in the assembly's stacks (from their metadata).
+
+    cdk-nag 3 drops acknowledged findings before reporting, so the report alone cannot show them.
+    """
+    assembly = Path(assembly_dir)
+    manifest = json.loads((assembly / "manifest.json").read_text())
+    found = []
+    for artifact in manifest.get("artifacts", {}).values():
+        if artifact.get("type") != "aws:cloudformation:stack":
+            continue
+        metadata = dict(artifact.get("metadata") or {})
+        if artifact.get("additionalMetadataFile"):
+            metadata.update(json.loads((assembly / artifact["additionalMetadataFile"]).read_text()))
+        for path, entries in metadata.items():
+            for entry in entries:
+                if entry.get("type") == "aws:cdk:acknowledged-rules":
+                    for rule, reason in entry["data"].items():
+                        found.append(Acknowledgement(path, rule.removeprefix("Annotation::"), reason))
+    return found
+
+
 def unacknowledged(findings: Iterable[Finding], plugin_prefix: str, path_prefix: str = "") -> list[Finding]:
     """Findings of plugins whose name starts with ``plugin_prefix`` under ``path_prefix`` not acknowledged."""
     return [

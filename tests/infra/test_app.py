@@ -1,0 +1,21 @@
+"""app.build_app composes the same stacks under a cdk.Stage (pipelines), with the same construct ids."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+
+from app import build_app
+from stacks.config import load_config
+from tests.conftest import TEST_TODAY, cdk_json_context
+
+
+def test_build_app_inside_a_stage_keeps_ids_and_names() -> None:
+    app = cdk.App(context=cdk_json_context())
+    stage = cdk.Stage(app, "Prod", env=cdk.Environment(account="222222222222", region="us-west-2"))
+    config = load_config({**cdk_json_context(), "env": "prod", "aws.account": "222222222222"})
+    stacks = build_app(stage, config, today=TEST_TODAY)
+    assert stacks.network.node.path == "Prod/Network"
+    assert stacks.cluster.node.path == "Prod/Cluster"
+    assert stacks.cluster.stack_name == "llama-eks-prod-cluster"
+    assert stacks.cluster.account == "222222222222"
+    assert stacks.cluster.cluster.vpc is stacks.network.vpc

@@ -1,0 +1,169 @@
+"""A second configuration, synthesized once for this module: private endpoint, admin roles, an old
+Kubernetes version (support warning), one NAT gateway per AZ, interface endpoints, partial logging."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Match, Template
+
+from tests.conftest import Synthesized, synth_app
+from tests.helpers.cfn import AWS_SOLUTIONS, cfn_lint, unacknowledged
+
+ADMIN = "arn:aws:iam::111111111111:role/platform-admin"
+BREAK_GLASS = "arn:aws:iam::111111111111:role/ops/break-glass"
+
+
+@pytest.fixture(scope="module")
+def variant(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synth_app(
+        tmp_path_factory.mktemp("variant"),
+        {
+            "env": "prod",
+            "cluster.endpointAccess": "private",
+            "cluster.adminRoleArns": f"{ADMIN},{BREAK_GLASS}",
+            "cluster.kubernetesVersion": "1.31",
+            "cluster.logging": "api,audit",
+            "compute.gpuNodegroup.amiType": "BOTTLEROCKET_X86_64_NVIDIA",
+        },
+    )
+
+
+def _cluster(variant: Synthesized) -> dict[str, Any]:
+    resources = variant.template("Cluster")["Resources"]
+    return next(v for v in resources.values() if v["Type"] == "AWS::EKS::Cluster")
+
+
+def test_private_endpoint_only(variant: Synthesized) -> None:
+    vpc_config = _cluster(variant)["Properties"]["ResourcesVpcConfig"]
+    assert vpc_config["EndpointPrivateAccess"] is True
+    assert vpc_config["EndpointPublicAccess"] is False
+    assert "PublicAccessCidrs" not in vpc_config
+
+
+def test_kubectl_handler_inside_vpc_for_private_cluster(variant: Synthesized) -> None:
+    template = Template.from_json(variant.template("Cluster"))
+    (fn,) = template.find_resources(
+        "AWS::Lambda::Function",
+        {"Properties": {"Description": "onEvent handler for EKS kubectl resource provider"}},
+    ).values()
+    assert str(fn["Properties"]["VpcConfig"]["SubnetIds"]).count("PrivateSubnet") == 3
+    assert fn["Properties"]["VpcConfig"]["SecurityGroupIds"]
+
+
+def test_admin_role_access_entries(variant: Synthesized) -> None:
+    template = Template.from_json(variant.template("Cluster"))
+    for arn in (ADMIN, BREAK_GLASS):
+        template.has_resource_properties(
+            "AWS::EKS::AccessEntry",
+            {
+                "PrincipalArn": arn,
+                "AccessPolicies": [
+                    {
+                        "AccessScope": {"Type": "cluster"},
+                        "PolicyArn": Match.object_like(
+                            {
+                                "Fn::Join": [
+                                    "",
+                                    [
+                                        "arn:",
+                                        {"Ref": "AWS::Partition"},
+                                        ":eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy",
+                                    ],
+                                ]
+                            }
+                        ),
+                    }
+                ],
+            },
+        )
+    # logical ids follow the role name, not the list position
+    ids = [
+        k for k, v in variant.template("Cluster")["Resources"].items() if v["Type"] == "AWS::EKS::AccessEntry"
+    ]
+    assert any(k.startswith("ControlPlaneClusterAdminRolePlatformAdmin") for k in ids)
+    assert any(k.startswith("ControlPlaneClusterAdminRoleBreakGlass") for k in ids)
+
+
+def test_partial_logging(variant: Synthesized) -> None:
+    assert _cluster(variant)["Properties"]["Logging"] == {
+        "ClusterLogging": {"EnabledTypes": [{"Type": "api"}, {"Type": "audit"}]}
+    }
+
+
+def test_old_version_uses_its_kubectl_layer_and_warns(variant: Synthesized) -> None:
+    assert _cluster(variant)["Properties"]["Version"] == "1.31"
+    Template.from_json(variant.template("Cluster")).has_resource_properties(
+        "AWS::Lambda::LayerVersion", {"Description": Match.string_like_regexp(r"kubectl 1\.31\.")}
+    )
+    warnings = [text for level, text in variant.messages("Cluster") if "warning" in level.lower()]
+    expected = (
+        "Kubernetes 1.31 is past the end of EKS standard support (2025-11-26); extended support (extra cost "
+        "per cluster hour) ends 2026-11-26. Upgrade cluster.kubernetesVersion (newest supported: 1.35)."
+    )
+    assert any(expected in str(w) for w in warnings), warnings
+
+
+def test_prod_network(variant: Synthesized) -> None:
+    template = Template.from_json(variant.template("Network"))
+    template.resource_count_is("AWS::EC2::NatGateway", 3)
+    endpoints = template.find_resources(
+        "AWS::EC2::VPCEndpoint", {"Properties": {"VpcEndpointType": "Interface"}}
+    )
+    services = sorted(str(e["Properties"]["ServiceName"]) for e in endpoints.values())
+    assert len(services) == 5
+    for suffix in (".ec2", ".ecr.api", ".ecr.dkr", ".sqs", ".sts"):
+        assert any(s.endswith(suffix) or f"{suffix}" in s for s in services), (suffix, services)
+    for e in endpoints.values():
+        assert e["Properties"]["PrivateDnsEnabled"] is True
+    template.has_resource_properties("AWS::Logs::LogGroup", {"RetentionInDays": 365})
+
+
+def test_bottlerocket_gpu_root_volume_is_the_data_volume(variant: Synthesized) -> None:
+    resources = variant.template("Cluster")["Resources"]
+    ng = next(
+        v
+        for v in resources.values()
+        if v["Type"] == "AWS::EKS::Nodegroup" and v["Properties"]["NodegroupName"] == "eks-gpu-mng"
+    )
+    assert ng["Properties"]["AmiType"] == "BOTTLEROCKET_x86_64_NVIDIA"
+    lt = resources[ng["Properties"]["LaunchTemplate"]["Id"]["Ref"]]["Properties"]["LaunchTemplateData"]
+    assert lt["BlockDeviceMappings"][0]["DeviceName"] == "/dev/xvdb"
+
+
+def test_names_carry_the_environment(variant: Synthesized) -> None:
+    assert variant.stacks.cluster.stack_name == "llama-eks-prod-cluster"
+    assert _cluster(variant)["Properties"]["Name"] == "llama-eks-prod"
+
+
+@pytest.mark.parametrize("stack_id", ["Network", "Cluster"])
+def test_variant_cfn_lint_clean(variant: Synthesized, stack_id: str) -> None:
+    assert cfn_lint(variant.template(stack_id)) == []
+
+
+def test_variant_has_no_unacknowledged_aws_solutions_findings(variant: Synthesized) -> None:
+    assert [str(f) for f in unacknowledged(variant.findings, AWS_SOLUTIONS)] == []
+
+
+def test_interface_endpoints_accept_https_from_the_vpc_only(variant: Synthesized) -> None:
+    template = Template.from_json(variant.template("Network"))
+    groups = template.find_resources(
+        "AWS::EC2::SecurityGroup",
+        {"Properties": {"GroupDescription": "Interface VPC endpoints: HTTPS from the VPC"}},
+    )
+    (group,) = groups.values()
+    assert group["Properties"]["SecurityGroupIngress"] == [
+        {
+            "CidrIp": "10.0.0.0/16",
+            "Description": "HTTPS from the VPC",
+            "FromPort": 443,
+            "IpProtocol": "tcp",
+            "ToPort": 443,
+        }
+    ]
+
+
+def test_support_warning_is_in_the_validation_report(variant: Synthesized) -> None:
+    notes = [f for f in variant.findings if "kubernetesVersionSupport" in f.rule]
+    assert notes and all(f.severity == "warning" for f in notes)
