@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import aws_cdk as cdk
 from constructs import Construct
 
+from stacks.addons.stack import AddonsStack
 from stacks.cluster_stack import ClusterStack
-from stacks.config import AppConfig, ConfigError
+from stacks.config import NODE_CLASS_LABEL, AppConfig, ConfigError
 from stacks.network_stack import NetworkStack
 from stacks.pipeline_app import build as build_for_mode
 
@@ -27,6 +28,7 @@ class Stacks:
 
     network: NetworkStack
     cluster: ClusterStack
+    addons: AddonsStack
 
 
 def build_app(scope: Construct, config: AppConfig, *, today: datetime.date | None = None) -> Stacks:
@@ -60,10 +62,25 @@ def build_app(scope: Construct, config: AppConfig, *, today: datetime.date | Non
         description=f"EKS cluster {config.cluster.name} ({config.env_name})",
     )
     cluster.add_stack_dependency(network)
-    for stack in (network, cluster):
+    addons = AddonsStack(
+        scope,
+        "Addons",
+        cluster=cluster.cluster,
+        cluster_name=config.cluster.name,
+        kubernetes_version=config.cluster.kubernetes_version,
+        vpc=network.vpc,
+        config=config.addons,
+        system_node_selector={NODE_CLASS_LABEL: "system"},
+        tags={**config.tags, NODE_CLASS_LABEL: "karpenter"},
+        env=env,
+        stack_name=f"{prefix}-addons",
+        description=f"Cluster add-ons of EKS cluster {config.cluster.name} ({config.env_name})",
+    )
+    addons.add_stack_dependency(cluster)
+    for stack in (network, cluster, addons):
         for key, value in config.tags.items():
             cdk.Tags.of(stack).add(key, value)
-    return Stacks(network=network, cluster=cluster)
+    return Stacks(network=network, cluster=cluster, addons=addons)
 
 
 def main() -> None:

@@ -25,10 +25,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from . import addons as _addons
 from . import cluster as _cluster
 from . import compute as _compute
 from . import network as _network
 from ._parse import Section
+from .addons import AddonsConfig
 from .cluster import ClusterConfig, EndpointAccess
 from .compute import NODE_CLASS_LABEL, ComputeConfig, GpuCapacity, NodegroupConfig, Taint
 from .errors import ConfigError
@@ -40,6 +42,7 @@ __all__ = [
     "KUBERNETES_VERSIONS",
     "NODE_CLASS_LABEL",
     "SECTIONS",
+    "AddonsConfig",
     "AppConfig",
     "AwsConfig",
     "ClusterConfig",
@@ -56,7 +59,7 @@ __all__ = [
 ]
 
 #: Top-level context keys that hold configuration (each a JSON object).
-SECTIONS: tuple[str, ...] = ("aws", "tags", "network", "cluster", "compute")
+SECTIONS: tuple[str, ...] = ("aws", "tags", "network", "cluster", "compute", "addons")
 
 DEFAULT_ENV = "dev"
 
@@ -83,6 +86,7 @@ class AppConfig:
     network: NetworkConfig
     cluster: ClusterConfig
     compute: ComputeConfig
+    addons: AddonsConfig
 
     @property
     def stack_prefix(self) -> str:
@@ -202,6 +206,12 @@ def load_config(context: Mapping[str, Any]) -> AppConfig:
         network=_network.from_section(root.section("network"), aws.region),
         cluster=_cluster.from_section(root.section("cluster")),
         compute=_compute.from_section(root.section("compute")),
+        addons=_addons.from_section(root.section("addons")),
     )
     root.reject_unknown()
+    _addons.check_against_cluster(
+        config.addons,
+        gpu_capacity=config.compute.gpu_capacity.value,
+        kubernetes_version=config.cluster.kubernetes_version,
+    )
     return config

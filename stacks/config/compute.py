@@ -46,9 +46,11 @@ class GpuCapacity(enum.Enum):
     """
 
     NODEGROUP = "nodegroup"
+    #: Karpenter NodePool ``eks-gpu-np`` (seed ch6; stacks/addons/karpenter.py): GPU nodes only while needed.
+    KARPENTER = "karpenter"
 
 
-DEFAULT_GPU_CAPACITY = GpuCapacity.NODEGROUP
+DEFAULT_GPU_CAPACITY = GpuCapacity.KARPENTER
 
 
 @dataclass(frozen=True)

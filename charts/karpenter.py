@@ -1,0 +1,247 @@
+"""Karpenter NodePools and EC2NodeClass as typed cdk8s constructs (generated from ../shared/crds).
+
+Seed ch6: the GPU NodePool ``eks-gpu-np`` launches G6 instances (spot or on-demand) when inference pods
+are pending and removes them when idle. The book selects ``karpenter.k8s.aws/instance-generation In
+[g6]``, which never matches (the generation label is a number such as ``6``); the family label
+``karpenter.k8s.aws/instance-family`` is the one that carries ``g6``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import cdk8s
+from constructs import Construct
+
+from imports.aws.k8s import karpenter as k8s_aws
+from imports.sh import karpenter
+
+#: The NodePool name of seed ch6.
+GPU_NODEPOOL_NAME = "eks-gpu-np"
+GENERAL_NODEPOOL_NAME = "general-purpose"
+NODECLASS_NAME = "default"
+#: Taint of every GPU node; GPU workloads (and the NVIDIA DaemonSets) tolerate it.
+GPU_TAINT_KEY = "nvidia.com/gpu"
+GPU_TAINT_VALUE = "true"
+#: Label every node of this product carries (same key as the managed nodegroups: stacks/config/compute.py).
+NODE_CLASS_LABEL = "llama-eks/node-class"
+#: Subnets and security groups Karpenter may use carry this tag (value: the cluster name).
+DISCOVERY_TAG = "karpenter.sh/discovery"
+
+_DURATION = re.compile(r"^([0-9]+(s|m|h))+$")
+_RESERVED_TAG_PREFIXES = ("kubernetes.io/cluster", "karpenter.sh/", "karpenter.k8s.aws/", "eks:")
+
+
+@dataclass(frozen=True)
+class GpuNodePoolProps:
+    """The GPU NodePool. Defaults: G6, spot + on-demand, consolidate idle or underutilized nodes after
+    5 minutes, replace at most 10 % of nodes at once (drift: one at a time), nodes live at most 30 days."""
+
+    instance_families: tuple[str, ...] = ("g6",)
+    capacity_types: tuple[str, ...] = ("spot", "on-demand")
+    consolidate_after: str = "5m"
+    expire_after: str = "720h"
+    #: Pods get this long to drain before a disrupted node is forcibly terminated.
+    termination_grace_period: str = "1h"
+    disruption_budget: str = "10%"
+    gpu_limit: int = 8
+    cpu_limit: int = 256
+
+
+@dataclass(frozen=True)
+class KarpenterNodePoolsProps:
+    """Everything the Karpenter chart needs. ``node_role_name`` may be a CDK token (resolved at deploy)."""
+
+    cluster_name: str
+    node_role_name: str
+    #: AMI alias ``al2023@<release>``; pin a release, ``@latest`` rolls every node on each AMI release.
+    ami_alias: str = "al2023@v20260828"
+    root_volume_gib: int = 100
+    #: IMDSv2 hop limit: 1 keeps pods (one hop further) away from the node's credentials.
+    imds_hop_limit: int = 1
+    tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    gpu: GpuNodePoolProps = field(default_factory=GpuNodePoolProps)
+    #: Optional NodePool for CPU pods (``None``: CPU pods stay on the system nodegroup).
+    general_purpose_cpu_limit: int | None = None
+
+
+class KarpenterNodePools(cdk8s.Chart):
+    """EC2NodeClass ``default`` plus NodePool ``eks-gpu-np`` (and optionally ``general-purpose``).
+
+    Invalid props fail here, in the constructor, with the offending field named.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, props: KarpenterNodePoolsProps) -> None:
+        super().__init__(scope, construct_id, disable_resource_name_hashes=True)
+        _validate(props)
+        self.props = props
+        self.node_class = self._node_class(props)
+        self.gpu_pool = self._gpu_pool(props.gpu)
+        self.general_pool = (
+            self._general_pool(props.general_purpose_cpu_limit)
+            if props.general_purpose_cpu_limit is not None
+            else None
+        )
+
+    def _node_class(self, p: KarpenterNodePoolsProps) -> k8s_aws.Ec2NodeClass:
+        discovery = {DISCOVERY_TAG: p.cluster_name}
+        return k8s_aws.Ec2NodeClass(
+            self,
+            "NodeClass",
+            metadata=cdk8s.ApiObjectMetadata(name=NODECLASS_NAME),
+            spec=k8s_aws.Ec2NodeClassSpec(
+                role=p.node_role_name,
+                ami_selector_terms=[k8s_aws.Ec2NodeClassSpecAmiSelectorTerms(alias=p.ami_alias)],
+                subnet_selector_terms=[k8s_aws.Ec2NodeClassSpecSubnetSelectorTerms(tags=discovery)],
+                security_group_selector_terms=[
+                    k8s_aws.Ec2NodeClassSpecSecurityGroupSelectorTerms(tags=discovery)
+                ],
+                block_device_mappings=[
+                    k8s_aws.Ec2NodeClassSpecBlockDeviceMappings(
+                        device_name="/dev/xvda",
+                        root_volume=True,
+                        ebs=k8s_aws.Ec2NodeClassSpecBlockDeviceMappingsEbs(
+                            volume_size=f"{p.root_volume_gib}Gi",
+                            volume_type=k8s_aws.Ec2NodeClassSpecBlockDeviceMappingsEbsVolumeType.GP3,
+                            encrypted=True,
+                            delete_on_termination=True,
+                        ),
+                    )
+                ],
+                metadata_options=k8s_aws.Ec2NodeClassSpecMetadataOptions(
+                    http_endpoint=k8s_aws.Ec2NodeClassSpecMetadataOptionsHttpEndpoint.ENABLED,
+                    http_protocol_i_pv6=k8s_aws.Ec2NodeClassSpecMetadataOptionsHttpProtocolIPv6.DISABLED,
+                    http_put_response_hop_limit=p.imds_hop_limit,
+                    http_tokens=k8s_aws.Ec2NodeClassSpecMetadataOptionsHttpTokens.REQUIRED,
+                ),
+                tags={**p.tags, DISCOVERY_TAG: p.cluster_name},
+            ),
+        )
+
+    def _ref(self) -> karpenter.NodePoolSpecTemplateSpecNodeClassRef:
+        return karpenter.NodePoolSpecTemplateSpecNodeClassRef(
+            group="karpenter.k8s.aws", kind="EC2NodeClass", name=NODECLASS_NAME
+        )
+
+    @staticmethod
+    def _req(key: str, values: tuple[str, ...] | list[str]) -> karpenter.NodePoolSpecTemplateSpecRequirements:
+        return karpenter.NodePoolSpecTemplateSpecRequirements(
+            key=key, operator=karpenter.NodePoolSpecTemplateSpecRequirementsOperator.IN, values=list(values)
+        )
+
+    def _gpu_pool(self, g: GpuNodePoolProps) -> karpenter.NodePool:
+        return karpenter.NodePool(
+            self,
+            "GpuNodePool",
+            metadata=cdk8s.ApiObjectMetadata(name=GPU_NODEPOOL_NAME),
+            spec=karpenter.NodePoolSpec(
+                template=karpenter.NodePoolSpecTemplate(
+                    metadata=karpenter.NodePoolSpecTemplateMetadata(labels={NODE_CLASS_LABEL: "gpu"}),
+                    spec=karpenter.NodePoolSpecTemplateSpec(
+                        node_class_ref=self._ref(),
+                        requirements=[
+                            self._req("karpenter.k8s.aws/instance-family", g.instance_families),
+                            self._req("karpenter.sh/capacity-type", g.capacity_types),
+                            self._req("kubernetes.io/arch", ["amd64"]),
+                            self._req("kubernetes.io/os", ["linux"]),
+                        ],
+                        taints=[
+                            karpenter.NodePoolSpecTemplateSpecTaints(
+                                key=GPU_TAINT_KEY,
+                                value=GPU_TAINT_VALUE,
+                                effect=karpenter.NodePoolSpecTemplateSpecTaintsEffect.NO_SCHEDULE,
+                            )
+                        ],
+                        expire_after=g.expire_after,
+                        termination_grace_period=g.termination_grace_period,
+                    ),
+                ),
+                disruption=karpenter.NodePoolSpecDisruption(
+                    consolidation_policy=karpenter.NodePoolSpecDisruptionConsolidationPolicy.WHEN_EMPTY_OR_UNDERUTILIZED,
+                    consolidate_after=g.consolidate_after,
+                    budgets=[
+                        karpenter.NodePoolSpecDisruptionBudgets(nodes=g.disruption_budget),
+                        # An AMI bump drifts every GPU node: replace them one at a time.
+                        karpenter.NodePoolSpecDisruptionBudgets(
+                            nodes="1", reasons=[karpenter.NodePoolSpecDisruptionBudgetsReasons.DRIFTED]
+                        ),
+                    ],
+                ),
+                limits={
+                    "cpu": karpenter.NodePoolSpecLimits.from_number(g.cpu_limit),
+                    GPU_TAINT_KEY: karpenter.NodePoolSpecLimits.from_number(g.gpu_limit),
+                },
+                weight=10,
+            ),
+        )
+
+    def _general_pool(self, cpu_limit: int) -> karpenter.NodePool:
+        return karpenter.NodePool(
+            self,
+            "GeneralPurposeNodePool",
+            metadata=cdk8s.ApiObjectMetadata(name=GENERAL_NODEPOOL_NAME),
+            spec=karpenter.NodePoolSpec(
+                template=karpenter.NodePoolSpecTemplate(
+                    metadata=karpenter.NodePoolSpecTemplateMetadata(labels={NODE_CLASS_LABEL: "general"}),
+                    spec=karpenter.NodePoolSpecTemplateSpec(
+                        node_class_ref=self._ref(),
+                        requirements=[
+                            self._req("karpenter.k8s.aws/instance-category", ["c", "m", "r"]),
+                            karpenter.NodePoolSpecTemplateSpecRequirements(
+                                key="karpenter.k8s.aws/instance-generation",
+                                operator=karpenter.NodePoolSpecTemplateSpecRequirementsOperator.GT,
+                                values=["5"],
+                            ),
+                            self._req("karpenter.sh/capacity-type", ["spot", "on-demand"]),
+                            self._req("kubernetes.io/arch", ["amd64"]),
+                            self._req("kubernetes.io/os", ["linux"]),
+                        ],
+                        expire_after=self.props.gpu.expire_after,
+                        termination_grace_period=self.props.gpu.termination_grace_period,
+                    ),
+                ),
+                disruption=karpenter.NodePoolSpecDisruption(
+                    consolidation_policy=karpenter.NodePoolSpecDisruptionConsolidationPolicy.WHEN_EMPTY_OR_UNDERUTILIZED,
+                    consolidate_after="1m",
+                    budgets=[karpenter.NodePoolSpecDisruptionBudgets(nodes="10%")],
+                ),
+                limits={"cpu": karpenter.NodePoolSpecLimits.from_number(cpu_limit)},
+                weight=1,
+            ),
+        )
+
+
+def _validate(p: KarpenterNodePoolsProps) -> None:
+    def fail(name: str, value: object, allowed: str) -> None:
+        raise ValueError(f"KarpenterNodePoolsProps.{name}: {value!r} is invalid; allowed: {allowed}")
+
+    if not p.cluster_name:
+        fail("cluster_name", p.cluster_name, "a non-empty cluster name")
+    if not p.node_role_name:
+        fail("node_role_name", p.node_role_name, "the IAM role name of the Karpenter nodes")
+    if not re.match(r"^(al2023)@(v\d{8}|latest)$", p.ami_alias):
+        fail("ami_alias", p.ami_alias, "al2023@v<YYYYMMDD> (or al2023@latest)")
+    if not 20 <= p.root_volume_gib <= 16384:
+        fail("root_volume_gib", p.root_volume_gib, "20 to 16384")
+    if not 1 <= p.imds_hop_limit <= 64:
+        fail("imds_hop_limit", p.imds_hop_limit, "1 to 64")
+    for key in p.tags:
+        if key.startswith(_RESERVED_TAG_PREFIXES):
+            fail("tags", key, f"keys not starting with {list(_RESERVED_TAG_PREFIXES)} (Karpenter sets those)")
+    g = p.gpu
+    if not g.instance_families:
+        fail("gpu.instance_families", g.instance_families, "at least one family such as g6")
+    if not g.capacity_types or set(g.capacity_types) - {"spot", "on-demand", "reserved"}:
+        fail("gpu.capacity_types", g.capacity_types, "spot, on-demand, reserved")
+    for name in ("consolidate_after", "expire_after", "termination_grace_period"):
+        if not _DURATION.match(getattr(g, name)):
+            fail(f"gpu.{name}", getattr(g, name), "a duration such as 30s, 5m, 720h")
+    if not re.match(r"^((100|[0-9]{1,2})%|[0-9]+)$", g.disruption_budget):
+        fail("gpu.disruption_budget", g.disruption_budget, "a node count or a percentage such as 10%")
+    if g.gpu_limit < 1 or g.cpu_limit < 1:
+        fail("gpu.gpu_limit/cpu_limit", (g.gpu_limit, g.cpu_limit), "positive integers")
+    if p.general_purpose_cpu_limit is not None and p.general_purpose_cpu_limit < 1:
+        fail("general_purpose_cpu_limit", p.general_purpose_cpu_limit, "a positive integer or None")

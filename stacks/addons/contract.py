@@ -1,0 +1,95 @@
+"""The one contract every cluster add-on implements (cdk-eks-blueprints style).
+
+An add-on says whether the configuration enables it, which other add-ons it needs, and deploys itself
+into the AddonsStack. Conflicts between add-ons are configuration errors (``stacks/config/addons.py``);
+the stack re-checks ``requires`` so a wrong registry fails synth with the add-on names.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import cdk8s
+from aws_cdk import Duration
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_eks_v2 as eks
+from constructs import Construct
+
+from stacks.config.addons import AddonsConfig
+
+
+@dataclass
+class AddonContext:
+    """What add-ons receive: the cluster objects, the validated config and what is installed so far."""
+
+    cluster: eks.Cluster
+    cluster_name: str
+    vpc: ec2.IVpc
+    region: str
+    config: AddonsConfig
+    #: Tags for resources the add-ons create outside CloudFormation (Karpenter's instances).
+    tags: Mapping[str, str]
+    #: Node selector of the system nodegroup: controllers run there, never on nodes they manage.
+    system_node_selector: Mapping[str, str]
+    #: One cdk8s app for every typed manifest the add-ons emit (charts are rendered into manifests).
+    cdk8s_app: cdk8s.App = field(default_factory=cdk8s.App)
+    #: add-on name -> its root construct (what ``deploy`` returned).
+    installed: dict[str, Construct] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HelmRelease:
+    """A pinned Helm release and how long CloudFormation waits for it.
+
+    ``wait``: Helm waits until the release's Deployments/DaemonSets are ready, so a failure surfaces as a
+    failed stack (and rollback), not as a broken cluster after a green deploy. ``timeout`` stays below the
+    kubectl handler's 15-minute Lambda limit.
+    """
+
+    chart: str
+    repository: str
+    version: str
+    namespace: str
+    release: str
+    timeout: Duration
+    wait: bool = True
+    #: True when another release owns the CRDs (Helm installs a chart's crds/ folder once, never upgrades it).
+    skip_crds: bool = False
+
+    def install(
+        self, scope: Construct, construct_id: str, cluster: eks.ICluster, values: dict
+    ) -> eks.HelmChart:
+        return eks.HelmChart(
+            scope,
+            construct_id,
+            cluster=cluster,
+            chart=self.chart,
+            repository=self.repository,
+            version=self.version,
+            namespace=self.namespace,
+            release=self.release,
+            values=values,
+            wait=self.wait,
+            # atomic: a failed install/upgrade is rolled back by Helm, so a retry starts clean.
+            atomic=self.wait,
+            timeout=self.timeout,
+            create_namespace=True,
+            skip_crds=self.skip_crds,
+        )
+
+
+class ClusterAddon(abc.ABC):
+    """One add-on. Subclasses set ``name`` (the config key) and ``requires`` (other add-ons' names)."""
+
+    name: ClassVar[str]
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    @abc.abstractmethod
+    def enabled(self, config: AddonsConfig) -> bool: ...
+
+    @abc.abstractmethod
+    def deploy(self, scope: Construct, ctx: AddonContext) -> Construct:
+        """Create the add-on under ``scope``; return its root construct (dependants wait for all of it)."""

@@ -1,0 +1,92 @@
+"""AddonsStack: the cluster add-ons, composed from one module per add-on behind one contract.
+
+A separate stack (not part of ClusterStack): add-ons change far more often than the control plane,
+their Helm releases can be rolled back without touching the cluster, and ``cdk destroy`` removes them
+(and, through Karpenter's NodePools, every node Karpenter launched) before the cluster goes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aws_cdk import Stack
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_eks_v2 as eks
+from constructs import Construct
+
+from stacks.addons.contract import AddonContext, ClusterAddon
+from stacks.addons.karpenter import KarpenterAddon
+from stacks.addons.keda import KedaAddon
+from stacks.addons.load_balancer_controller import LoadBalancerControllerAddon
+from stacks.addons.metrics import MetricsAddon
+from stacks.addons.nvidia import DcgmExporterAddon, NvidiaDevicePluginAddon
+from stacks.config import ConfigError
+from stacks.config.addons import AddonsConfig, check_karpenter_compatibility
+
+
+def default_addons() -> list[ClusterAddon]:
+    """Every add-on, in install order (Karpenter first: it provides nodes; the LB controller second:
+    its webhooks intercept Services of the releases after it)."""
+    return [
+        KarpenterAddon(),
+        LoadBalancerControllerAddon(),
+        MetricsAddon(),
+        NvidiaDevicePluginAddon(),
+        DcgmExporterAddon(),
+        KedaAddon(),
+    ]
+
+
+class AddonsStack(Stack):
+    """Installs the enabled add-ons into ``cluster`` one after another (each waits for the previous).
+
+    ``cluster_name`` must be the literal name (Karpenter's IAM condition keys embed it);
+    ``kubernetes_version`` feeds the Karpenter compatibility gate. ``addons`` lets tests inject a registry.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        cluster: eks.Cluster,
+        cluster_name: str,
+        kubernetes_version: str,
+        vpc: ec2.IVpc,
+        config: AddonsConfig,
+        system_node_selector: Mapping[str, str],
+        tags: Mapping[str, str] | None = None,
+        addons: Sequence[ClusterAddon] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        registry = list(addons) if addons is not None else default_addons()
+        enabled = [a for a in registry if a.enabled(config)]
+        names = {a.name for a in enabled}
+        for addon in enabled:
+            missing = [r for r in addon.requires if r not in names]
+            if missing:
+                raise ConfigError(f"addons.{addon.name}.enabled", True, f"false, or enable {missing} too")
+        if config.karpenter.enabled:
+            check_karpenter_compatibility(kubernetes_version, config.karpenter.version)
+
+        self.ctx = AddonContext(
+            cluster=cluster,
+            cluster_name=cluster_name,
+            vpc=vpc,
+            region=self.region,
+            config=config,
+            tags=dict(tags or {}),
+            system_node_selector=dict(system_node_selector),
+        )
+        self.addons: dict[str, ClusterAddon] = {}
+        previous: Construct | None = None
+        for addon in enabled:
+            construct = addon.deploy(self, self.ctx)
+            # One release at a time through the kubectl handler; on destroy the reverse order.
+            if previous is not None:
+                construct.node.add_dependency(previous)
+            self.ctx.installed[addon.name] = construct
+            self.addons[addon.name] = addon
+            previous = construct

@@ -1,0 +1,64 @@
+"""Read synthesized add-on templates: resolve intrinsics to readable placeholders, find resources."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+#: Pseudo parameters as the tests' stand-ins (the test env is 111111111111 / us-west-2).
+PSEUDO = {
+    "AWS::Partition": "aws",
+    "AWS::Region": "us-west-2",
+    "AWS::AccountId": "111111111111",
+    "AWS::URLSuffix": "amazonaws.com",
+}
+
+
+def resolve(value: Any) -> Any:
+    """Fold Fn::Join / Ref / Fn::GetAtt into strings: ``{Ref: X}`` -> ``<X>``, GetAtt -> ``<X.Attr>``."""
+    if isinstance(value, dict) and len(value) == 1:
+        ((key, arg),) = value.items()
+        if key == "Ref":
+            return PSEUDO.get(arg, f"<{arg}>")
+        if key == "Fn::GetAtt":
+            return f"<{arg[0]}.{arg[1]}>"
+        if key == "Fn::GetStackOutput":
+            return f"<{arg['StackName']}:{arg['OutputName']}>"
+        if key == "Fn::Join":
+            return arg[0].join(str(resolve(p)) for p in arg[1])
+    if isinstance(value, dict):
+        return {k: resolve(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve(v) for v in value]
+    return value
+
+
+def resources(template: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == type_}
+
+
+def one(template: dict[str, Any], type_: str, prefix: str) -> tuple[str, dict[str, Any]]:
+    """The single resource of ``type_`` whose logical id starts with ``prefix``."""
+    found = [(k, v) for k, v in resources(template, type_).items() if k.startswith(prefix)]
+    assert len(found) == 1, f"expected one {type_} {prefix}*, found {[k for k, _ in found]}"
+    return found[0]
+
+
+def helm_releases(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Helm releases by release name, with ``Values`` parsed (tokens as placeholders)."""
+    out = {}
+    for logical_id, res in resources(template, "Custom::AWSCDK-EKS-HelmChart").items():
+        props = resolve(res["Properties"])
+        props["Values"] = json.loads(props["Values"]) if "Values" in props else None
+        props["LogicalId"] = logical_id
+        props["DependsOn"] = res.get("DependsOn", [])
+        out[props["Release"]] = props
+    return out
+
+
+def manifests(template: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Kubernetes manifests by logical id (tokens resolved to placeholders)."""
+    return {
+        logical_id: json.loads(resolve(res["Properties"]["Manifest"]))
+        for logical_id, res in resources(template, "Custom::AWSCDK-EKS-KubernetesResource").items()
+    }

@@ -1,0 +1,221 @@
+"""``addons`` configuration: defaults, exact error texts, conflicts, the Karpenter compatibility gate."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+import pytest
+
+from stacks.config import ConfigError, load_config
+from stacks.config._parse import Section
+from stacks.config.addons import (
+    KARPENTER_COMPATIBILITY,
+    AddonsConfig,
+    KarpenterConfig,
+    MetricsBackend,
+    check_karpenter_compatibility,
+    from_section,
+)
+from tests.conftest import cdk_json_context
+
+
+def _load(**overrides):
+    return load_config({**cdk_json_context(), **overrides})
+
+
+def _error(**overrides) -> str:
+    with pytest.raises(ConfigError) as info:
+        _load(**overrides)
+    return str(info.value)
+
+
+def test_cdk_json_spells_out_the_defaults():
+    config = _load()
+    assert config.addons == AddonsConfig()
+    assert config.compute.gpu_capacity.value == "karpenter"
+    assert from_section(Section({}, "addons")) == AddonsConfig()
+
+
+def test_defaults_follow_the_seed_and_the_issue():
+    k = KarpenterConfig()
+    assert (k.version, k.gpu_instance_families, k.capacity_types) == (
+        "1.14.1",
+        ("g6",),
+        ("spot", "on-demand"),
+    )
+    assert k.ami_alias == "al2023@v20260828" and not k.ami_alias.endswith("@latest")
+    assert (k.root_volume_gib, k.general_purpose_pool) == (100, False)
+    assert AddonsConfig().metrics.backend is MetricsBackend.KUBE_PROMETHEUS_STACK
+
+
+def test_overrides_reach_the_config():
+    config = _load(
+        **{
+            "addons.karpenter.gpuInstanceFamilies": "g6,g6e",
+            "addons.karpenter.generalPurposePool": "true",
+            "addons.metrics.backend": "amp",
+            "addons.metrics.grafana": False,
+            "addons.keda.enabled": "false",
+        }
+    )
+    assert config.addons.karpenter.gpu_instance_families == ("g6", "g6e")
+    assert config.addons.karpenter.general_purpose_pool is True
+    assert config.addons.metrics.backend is MetricsBackend.AMP
+    assert config.addons.keda.enabled is False
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"addons.karpenter.gpuInstanceFamilies": ["G6!"]},
+            "Invalid config 'addons.karpenter.gpuInstanceFamilies': 'G6!'. "
+            "Allowed: EC2 instance families such as g6, g6e, g5.",
+        ),
+        (
+            {"addons.karpenter.capacityTypes": ["spot", "ondemand"]},
+            "Invalid config 'addons.karpenter.capacityTypes': 'ondemand'. "
+            "Allowed: items from ['on-demand', 'reserved', 'spot'].",
+        ),
+        (
+            {"addons.karpenter.amiVersion": "2026-08-28"},
+            "Invalid config 'addons.karpenter.amiVersion': '2026-08-28'. "
+            "Allowed: an AL2023 EKS AMI release such as v20260828 (or latest).",
+        ),
+        (
+            {"addons.karpenter.consolidateAfter": "5 minutes"},
+            "Invalid config 'addons.karpenter.consolidateAfter': '5 minutes'. "
+            "Allowed: a duration such as 30s, 5m or 720h.",
+        ),
+        (
+            {"addons.karpenter.gpuLimit": 0},
+            "Invalid config 'addons.karpenter.gpuLimit': 0. Allowed: an integer from 1 to 1024.",
+        ),
+        (
+            {"addons.karpenter.version": "v1.14"},
+            "Invalid config 'addons.karpenter.version': 'v1.14'. "
+            "Allowed: a version MAJOR.MINOR.PATCH such as 1.14.1.",
+        ),
+        (
+            {"addons.karpenter.nodePool": "x"},
+            "Invalid config 'addons.karpenter.nodePool': 'x'. Allowed: known keys of 'addons.karpenter' are "
+            "['amiVersion', 'capacityTypes', 'consolidateAfter', 'cpuLimit', 'disruptionBudget', 'enabled', "
+            "'expireAfter', 'generalPurposeCpuLimit', 'generalPurposePool', 'gpuInstanceFamilies', "
+            "'gpuLimit', "
+            "'namespace', 'rootVolumeGiB', 'version'].",
+        ),
+        (
+            {"addons.metrics.backend": "prometheus"},
+            "Invalid config 'addons.metrics.backend': 'prometheus'. "
+            "Allowed: one of ['amp', 'kubePrometheusStack', 'none'].",
+        ),
+    ],
+)
+def test_bad_values_name_the_key_and_the_allowed_values(overrides, message):
+    assert _error(**overrides) == message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"addons.metrics.backend": "none"},
+            "Invalid config 'addons.dcgmExporter.enabled': True. "
+            "Allowed: false when addons.metrics.backend is 'none' "
+            "(its ServiceMonitor needs the Prometheus operator).",
+        ),
+        (
+            {"addons.metrics.backend": "amp", "addons.metrics.grafana": True},
+            "Invalid config 'addons.metrics.grafana': True. "
+            "Allowed: false unless addons.metrics.backend is 'kubePrometheusStack'.",
+        ),
+        (
+            {"addons.karpenter.enabled": False},
+            "Invalid config 'addons.karpenter.enabled': False. "
+            "Allowed: true when compute.gpuCapacity is 'karpenter'.",
+        ),
+        (
+            {
+                "compute.gpuCapacity": "nodegroup",
+                "addons.karpenter.enabled": False,
+                "addons.karpenter.generalPurposePool": True,
+            },
+            "Invalid config 'addons.karpenter.generalPurposePool': True. "
+            "Allowed: false when addons.karpenter.enabled is false.",
+        ),
+    ],
+)
+def test_conflicts_are_config_errors(overrides, message):
+    assert _error(**overrides) == message
+
+
+def test_nodegroup_capacity_may_keep_karpenter_or_drop_it():
+    assert _load(**{"compute.gpuCapacity": "nodegroup"}).addons.karpenter.enabled is True
+    assert (
+        _load(
+            **{"compute.gpuCapacity": "nodegroup", "addons.karpenter.enabled": False}
+        ).addons.karpenter.enabled
+        is False
+    )
+
+
+@pytest.mark.parametrize(
+    ("kubernetes", "too_old", "minimum"),
+    [
+        ("1.33", "1.4.9", "1.5.0"),
+        ("1.34", "1.5.4", "1.6.0"),
+        ("1.35", "1.8.2", "1.9.0"),
+        ("1.36", "1.12.9", "1.13.0"),
+    ],
+)
+def test_compatibility_gate(kubernetes, too_old, minimum):
+    check_karpenter_compatibility(kubernetes, minimum)
+    check_karpenter_compatibility(kubernetes, "1.14.1")
+    with pytest.raises(ConfigError) as info:
+        check_karpenter_compatibility(kubernetes, too_old)
+    assert str(info.value) == (
+        f"Invalid config 'addons.karpenter.version': '{too_old}'. "
+        f"Allowed: >= {minimum}: Kubernetes {kubernetes} needs Karpenter {minimum} or newer "
+        f"(upgrade Karpenter before the cluster, together with the CRDs in ../shared/crds)."
+    )
+
+
+def test_gate_rejects_kubernetes_versions_outside_the_matrix():
+    with pytest.raises(ConfigError) as info:
+        check_karpenter_compatibility("1.37", "1.14.1")
+    assert info.value.key == "cluster.kubernetesVersion"
+    assert "1.36" in str(info.value) and "KARPENTER_COMPATIBILITY" in str(info.value)
+    assert set(KARPENTER_COMPATIBILITY) >= {"1.33", "1.34", "1.35", "1.36"}
+
+
+def test_gate_fails_loading_the_app_config():
+    message = _error(**{"cluster.kubernetesVersion": "1.35", "addons.karpenter.version": "1.8.0"})
+    assert message.startswith("Invalid config 'addons.karpenter.version': '1.8.0'. Allowed: >= 1.9.0:")
+    # Karpenter switched off: no gate (the nodegroup path does not run Karpenter).
+    _load(
+        **{
+            "compute.gpuCapacity": "nodegroup",
+            "addons.karpenter.enabled": False,
+            "addons.karpenter.version": "1.8.0",
+        }
+    )
+
+
+def test_stack_rejects_an_addon_whose_requirement_is_missing():
+    from stacks.addons.nvidia import DcgmExporterAddon
+    from stacks.addons.stack import AddonsStack
+
+    with pytest.raises(ConfigError) as info:
+        AddonsStack(
+            cdk.App(),
+            "Addons",
+            cluster=None,  # never reached: the contract check runs first
+            cluster_name="c",
+            kubernetes_version="1.35",
+            vpc=None,
+            config=AddonsConfig(),
+            system_node_selector={},
+            addons=[DcgmExporterAddon()],
+        )
+    assert str(info.value) == (
+        "Invalid config 'addons.dcgmExporter.enabled': True. Allowed: false, or enable ['metrics'] too."
+    )

@@ -1,0 +1,324 @@
+"""AddonsStack: Helm releases (pins, values, timeouts), order, custom resources, validators, alternatives."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from aws_cdk.assertions import Match, Template
+
+from stacks.config.addons import (
+    DCGM_EXPORTER_CHART,
+    KARPENTER_VERSION,
+    KEDA_CHART,
+    KUBE_PROMETHEUS_STACK_CHART,
+    LOAD_BALANCER_CONTROLLER_CHART,
+    NVIDIA_DEVICE_PLUGIN_CHART,
+)
+from tests.addons._cfn import helm_releases, manifests, one, resources
+from tests.helpers.cfn import cfn_lint, unacknowledged
+from tests.helpers.crd_schema import served_schemas, validate
+
+SYSTEM = {"llama-eks/node-class": "system"}
+GPU_TOLERATION = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+@pytest.fixture(scope="module")
+def addons(synthesized):
+    return synthesized.template("Addons")
+
+
+@pytest.fixture(scope="module")
+def releases(addons):
+    return helm_releases(addons)
+
+
+def test_releases_are_pinned_with_deliberate_timeouts(releases):
+    pins = {
+        name: (
+            r.get("Repository"),
+            r["Chart"],
+            r["Version"],
+            r["Namespace"],
+            r["Timeout"],
+            r["Wait"],
+            r["Atomic"],
+        )
+        for name, r in releases.items()
+    }
+    assert pins == {
+        "karpenter-crd": (
+            "oci://public.ecr.aws/karpenter/karpenter-crd",
+            "karpenter-crd",
+            KARPENTER_VERSION,
+            "kube-system",
+            "300s",
+            True,
+            True,
+        ),
+        "karpenter": (
+            "oci://public.ecr.aws/karpenter/karpenter",
+            "karpenter",
+            KARPENTER_VERSION,
+            "kube-system",
+            "600s",
+            True,
+            True,
+        ),
+        "aws-load-balancer-controller": (
+            "https://aws.github.io/eks-charts",
+            "aws-load-balancer-controller",
+            LOAD_BALANCER_CONTROLLER_CHART,
+            "kube-system",
+            "600s",
+            True,
+            True,
+        ),
+        "kube-prometheus-stack": (
+            "https://prometheus-community.github.io/helm-charts",
+            "kube-prometheus-stack",
+            KUBE_PROMETHEUS_STACK_CHART,
+            "monitoring",
+            "900s",
+            True,
+            True,
+        ),
+        "nvidia-device-plugin": (
+            "https://nvidia.github.io/k8s-device-plugin",
+            "nvidia-device-plugin",
+            NVIDIA_DEVICE_PLUGIN_CHART,
+            "kube-system",
+            "300s",
+            True,
+            True,
+        ),
+        "dcgm-exporter": (
+            "https://nvidia.github.io/dcgm-exporter/helm-charts",
+            "dcgm-exporter",
+            DCGM_EXPORTER_CHART,
+            "monitoring",
+            "300s",
+            True,
+            True,
+        ),
+        "keda": ("https://kedacore.github.io/charts", "keda", KEDA_CHART, "keda", "600s", True, True),
+    }
+    assert (KARPENTER_VERSION, KEDA_CHART, LOAD_BALANCER_CONTROLLER_CHART) == ("1.14.1", "2.20.2", "3.5.0")
+    # The kubectl handler is a Lambda: no release may wait longer than its 15 minutes.
+    assert all(int(r["Timeout"].rstrip("s")) <= 900 for r in releases.values())
+
+
+def test_karpenter_values_point_at_cluster_and_queue(addons, releases, synthesized):
+    queue_id, _ = one(addons, "AWS::SQS::Queue", "KarpenterInterruptionQueue")
+    karpenter = releases["karpenter"]
+    assert karpenter["Values"] == {
+        "settings": {
+            "clusterName": synthesized.config.cluster.name,
+            "interruptionQueue": f"<{queue_id}.QueueName>",
+        },
+        "serviceAccount": {"create": True, "name": "karpenter"},
+        "replicas": 2,
+        "nodeSelector": SYSTEM,
+        "controller": {
+            "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}}
+        },
+    }
+    # karpenter-crd owns the CRDs (upgraded with the chart); the controller chart skips its copy.
+    assert karpenter["SkipCrds"] is True
+    assert "SkipCrds" not in releases["karpenter-crd"]
+
+
+def test_load_balancer_controller_values_and_official_policy(addons, releases, synthesized):
+    # The VPC object crosses from the network stack (an output of it, resolved at deploy).
+    vpc_id = releases["aws-load-balancer-controller"]["Values"].pop("vpcId")
+    assert vpc_id.startswith(f"<{synthesized.config.stack_prefix}-network:") and "Vpc" in vpc_id
+    assert releases["aws-load-balancer-controller"]["Values"] == {
+        "clusterName": synthesized.config.cluster.name,
+        "region": "us-west-2",
+        "serviceAccount": {"create": True, "name": "aws-load-balancer-controller"},
+        "replicaCount": 2,
+        "nodeSelector": SYSTEM,
+    }
+    import json
+
+    from stacks.addons.load_balancer_controller import POLICY_FILE
+
+    official = json.loads(POLICY_FILE.read_text())
+    _, policy = one(addons, "AWS::IAM::ManagedPolicy", "LoadBalancerControllerPolicy")
+    actual = policy["Properties"]["PolicyDocument"]["Statement"]
+
+    def norm(s):
+        return {
+            k: sorted(v) if isinstance(v, list) else ([v] if k in ("Action", "Resource") else v)
+            for k, v in s.items()
+        }
+
+    assert [norm(s) for s in actual] == [norm(s) for s in official["Statement"]]
+    Template.from_json(addons).has_resource_properties(
+        "AWS::EKS::PodIdentityAssociation",
+        {"Namespace": "kube-system", "ServiceAccount": "aws-load-balancer-controller"},
+    )
+
+
+def test_gpu_daemonsets_run_only_on_gpu_nodes_and_tolerate_the_taint(releases):
+    gpu_affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": "llama-eks/node-class", "operator": "In", "values": ["gpu"]}
+                        ]
+                    }
+                ]
+            }
+        }
+    }
+    for name in ("nvidia-device-plugin", "dcgm-exporter"):
+        values = releases[name]["Values"]
+        assert values["affinity"] == gpu_affinity, name
+        assert values["tolerations"] == GPU_TOLERATION, name
+    assert releases["dcgm-exporter"]["Values"]["serviceMonitor"] == {"enabled": False}
+
+
+def test_kube_prometheus_stack_selects_every_monitor(releases):
+    spec = releases["kube-prometheus-stack"]["Values"]["prometheus"]["prometheusSpec"]
+    assert spec["serviceMonitorSelectorNilUsesHelmValues"] is False
+    assert spec["podMonitorSelectorNilUsesHelmValues"] is False
+    assert spec["ruleSelectorNilUsesHelmValues"] is False
+    assert spec["retention"] == "15d"
+    assert "remoteWrite" not in spec
+    assert releases["kube-prometheus-stack"]["Values"]["grafana"]["enabled"] is True
+
+
+def test_install_order_is_a_chain_and_nodepools_follow_the_controller(addons, releases):
+    order = [
+        "karpenter",
+        "aws-load-balancer-controller",
+        "kube-prometheus-stack",
+        "nvidia-device-plugin",
+        "dcgm-exporter",
+        "keda",
+    ]
+    for before, after in itertools.pairwise(order):
+        assert releases[before]["LogicalId"] in releases[after]["DependsOn"], (before, after)
+    assert releases["karpenter-crd"]["LogicalId"] in releases["karpenter"]["DependsOn"]
+    nodepools_id, nodepools = one(addons, "Custom::AWSCDK-EKS-KubernetesResource", "KarpenterNodePools")
+    access_entry_id, _ = one(addons, "AWS::EKS::AccessEntry", "KarpenterNodeRoleAccessEntry")
+    # Created after (deleted before) the controller and the node access entry: `cdk destroy` removes the
+    # NodePools while Karpenter still runs and terminates its nodes.
+    assert set(nodepools["DependsOn"]) >= {releases["karpenter"]["LogicalId"], access_entry_id}
+    # ...and before (deleted after) everything installed later.
+    assert nodepools_id in releases["aws-load-balancer-controller"]["DependsOn"]
+    # The controller starts with its identity, permissions and queue in place.
+    karpenter_deps = set(releases["karpenter"]["DependsOn"])
+    assert {
+        k for k in resources(addons, "AWS::IAM::ManagedPolicy") if k.startswith("KarpenterController")
+    } <= karpenter_deps
+    assert one(addons, "AWS::EKS::PodIdentityAssociation", "KarpenterControllerIdentity")[0] in karpenter_deps
+    assert one(addons, "AWS::SQS::Queue", "KarpenterInterruptionQueue")[0] in karpenter_deps
+
+
+def test_every_custom_resource_validates_strictly_against_its_crd(addons):
+    docs = [doc for docs in manifests(addons).values() for doc in docs]
+    kinds = sorted((d["apiVersion"], d["kind"], d["metadata"]["name"]) for d in docs)
+    assert kinds == [
+        ("karpenter.k8s.aws/v1", "EC2NodeClass", "default"),
+        ("karpenter.sh/v1", "NodePool", "eks-gpu-np"),
+        ("monitoring.coreos.com/v1", "ServiceMonitor", "dcgm-exporter"),
+    ]
+    crd_apis = {api for api, _ in served_schemas()}
+    for doc in docs:
+        assert doc["apiVersion"] in crd_apis
+        validate(doc)
+
+
+def test_nodepool_and_nodeclass_as_deployed(addons, synthesized):
+    docs = {d["kind"]: d for docs in manifests(addons).values() for d in docs}
+    node_role_id, _ = one(addons, "AWS::IAM::Role", "KarpenterNodeRole")
+    nodeclass = docs["EC2NodeClass"]["spec"]
+    cluster = synthesized.config.cluster.name
+    assert nodeclass["role"] == f"<{node_role_id}>"
+    assert nodeclass["amiSelectorTerms"] == [{"alias": "al2023@v20260828"}]
+    assert nodeclass["subnetSelectorTerms"] == [{"tags": {"karpenter.sh/discovery": cluster}}]
+    assert nodeclass["securityGroupSelectorTerms"] == [{"tags": {"karpenter.sh/discovery": cluster}}]
+    assert nodeclass["tags"] == {
+        "project": "llama-eks",
+        "environment": "dev",
+        "llama-eks/node-class": "karpenter",
+        "karpenter.sh/discovery": cluster,
+    }
+    pool = docs["NodePool"]["spec"]
+    assert pool["template"]["spec"]["requirements"][:2] == [
+        {"key": "karpenter.k8s.aws/instance-family", "operator": "In", "values": ["g6"]},
+        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot", "on-demand"]},
+    ]
+    assert pool["limits"] == {"cpu": 256, "nvidia.com/gpu": 8}
+
+
+def test_cfn_lint_is_clean(addons):
+    assert cfn_lint(addons) == []
+
+
+def test_cdk_nag_is_clean_and_every_acknowledgement_has_a_reason(synthesized):
+    assert unacknowledged(synthesized.findings, "", "Addons/") == []
+    # cdk-nag 3 leaves acknowledged findings out of the report: check the reasons where they are written.
+    from stacks.addons import karpenter, karpenter_iam
+
+    reasons = [*karpenter.NODE_MANAGED_POLICIES.values(), *karpenter_iam.WILDCARD_REASONS.values()]
+    assert len(reasons) == 8 and all(len(r) > 60 for r in reasons)
+
+
+def test_default_config_uses_karpenter_and_no_gpu_nodegroup(synthesized):
+    assert synthesized.config.compute.gpu_capacity.value == "karpenter"
+    cluster = Template.from_json(synthesized.template("Cluster"))
+    nodegroups = cluster.find_resources("AWS::EKS::Nodegroup")
+    assert len(nodegroups) == 1  # the system nodegroup only
+    cluster.has_resource_properties(
+        "AWS::EKS::Nodegroup", {"Labels": Match.object_like({"llama-eks/node-class": "system"})}
+    )
+
+
+def test_nodegroup_alternative_synthesizes_without_karpenter_and_with_amp(alternative):
+    addons = alternative.template("Addons")
+    assert not [k for k in addons["Resources"] if k.startswith("Karpenter")]
+    assert set(helm_releases(addons)) == {
+        "aws-load-balancer-controller",
+        "kube-prometheus-stack",
+        "nvidia-device-plugin",
+        "dcgm-exporter",
+        "keda",
+    }
+    cluster = Template.from_json(alternative.template("Cluster"))
+    cluster.has_resource_properties(
+        "AWS::EKS::Nodegroup",
+        {
+            "Labels": Match.object_like({"llama-eks/node-class": "gpu"}),
+            "Taints": [{"Key": "nvidia.com/gpu", "Value": "true", "Effect": "NO_SCHEDULE"}],
+        },
+    )
+    workspace_id, _ = one(addons, "AWS::APS::Workspace", "MetricsWorkspace")
+    values = helm_releases(addons)["kube-prometheus-stack"]["Values"]
+    assert values["grafana"]["enabled"] is False
+    assert values["prometheus"]["prometheusSpec"]["remoteWrite"] == [
+        {"url": f"<{workspace_id}.PrometheusEndpoint>api/v1/remote_write", "sigv4": {"region": "us-west-2"}}
+    ]
+    Template.from_json(addons).has_resource_properties(
+        "AWS::IAM::ManagedPolicy",
+        {
+            "PolicyDocument": {
+                "Statement": [
+                    {
+                        "Action": "aps:RemoteWrite",
+                        "Effect": "Allow",
+                        "Resource": {"Fn::GetAtt": [workspace_id, "Arn"]},
+                    }
+                ]
+            }
+        },
+    )
+    Template.from_json(addons).has_resource_properties(
+        "AWS::EKS::PodIdentityAssociation", {"Namespace": "monitoring", "ServiceAccount": "prometheus"}
+    )
+    assert cfn_lint(addons) == []
+    assert unacknowledged(alternative.findings, "", "Addons/") == []
