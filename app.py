@@ -18,6 +18,7 @@ from constructs import Construct
 from stacks.addons.stack import AddonsStack
 from stacks.cluster_stack import ClusterStack
 from stacks.config import NODE_CLASS_LABEL, AppConfig, ConfigError
+from stacks.inference_stack import InferenceStack, inference_placement
 from stacks.network_stack import NetworkStack
 from stacks.pipeline_app import build as build_for_mode
 
@@ -29,6 +30,7 @@ class Stacks:
     network: NetworkStack
     cluster: ClusterStack
     addons: AddonsStack
+    inference: InferenceStack
 
 
 def build_app(scope: Construct, config: AppConfig, *, today: datetime.date | None = None) -> Stacks:
@@ -77,10 +79,22 @@ def build_app(scope: Construct, config: AppConfig, *, today: datetime.date | Non
         description=f"Cluster add-ons of EKS cluster {config.cluster.name} ({config.env_name})",
     )
     addons.add_stack_dependency(cluster)
-    for stack in (network, cluster, addons):
+    inference = InferenceStack(
+        scope,
+        "Inference",
+        cluster=cluster.cluster,
+        config=config.inference,
+        vpc_cidr=config.network.vpc_cidr,
+        **inference_placement(config, addons=addons, gpu_nodegroup=cluster.gpu_nodegroup),
+        env=env,
+        stack_name=f"{prefix}-inference",
+        description=f"Llama inference service on EKS cluster {config.cluster.name} ({config.env_name})",
+    )
+    inference.add_stack_dependency(addons)
+    for stack in (network, cluster, addons, inference):
         for key, value in config.tags.items():
             cdk.Tags.of(stack).add(key, value)
-    return Stacks(network=network, cluster=cluster, addons=addons)
+    return Stacks(network=network, cluster=cluster, addons=addons, inference=inference)
 
 
 def main() -> None:

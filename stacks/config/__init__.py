@@ -28,12 +28,14 @@ from typing import Any
 from . import addons as _addons
 from . import cluster as _cluster
 from . import compute as _compute
+from . import inference as _inference
 from . import network as _network
 from ._parse import Section
 from .addons import AddonsConfig
 from .cluster import ClusterConfig, EndpointAccess
 from .compute import NODE_CLASS_LABEL, ComputeConfig, GpuCapacity, NodegroupConfig, Taint
 from .errors import ConfigError
+from .inference import InferenceConfig
 from .network import NatGateways, NetworkConfig
 from .versions import DEFAULT_KUBERNETES_VERSION, KUBERNETES_VERSIONS, KubernetesVersionInfo
 
@@ -50,6 +52,7 @@ __all__ = [
     "ConfigError",
     "EndpointAccess",
     "GpuCapacity",
+    "InferenceConfig",
     "KubernetesVersionInfo",
     "NatGateways",
     "NetworkConfig",
@@ -59,7 +62,7 @@ __all__ = [
 ]
 
 #: Top-level context keys that hold configuration (each a JSON object).
-SECTIONS: tuple[str, ...] = ("aws", "tags", "network", "cluster", "compute", "addons")
+SECTIONS: tuple[str, ...] = ("aws", "tags", "network", "cluster", "compute", "addons", "inference")
 
 DEFAULT_ENV = "dev"
 
@@ -87,6 +90,7 @@ class AppConfig:
     cluster: ClusterConfig
     compute: ComputeConfig
     addons: AddonsConfig
+    inference: InferenceConfig
 
     @property
     def stack_prefix(self) -> str:
@@ -207,11 +211,15 @@ def load_config(context: Mapping[str, Any]) -> AppConfig:
         cluster=_cluster.from_section(root.section("cluster")),
         compute=_compute.from_section(root.section("compute")),
         addons=_addons.from_section(root.section("addons")),
+        inference=_inference.from_section(root.section("inference")),
     )
     root.reject_unknown()
     _addons.check_against_cluster(
         config.addons,
         gpu_capacity=config.compute.gpu_capacity.value,
         kubernetes_version=config.cluster.kubernetes_version,
+    )
+    _inference.check_against_addons(
+        config.inference, config.addons, gpu_capacity=config.compute.gpu_capacity.value
     )
     return config

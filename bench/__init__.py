@@ -1,0 +1,1 @@
+"""Benchmark: this server vs llama-cpp-python's server vs llama.cpp's llama-server (docs/benchmark.md)."""

@@ -1,0 +1,653 @@
+"""The llama inference service (seed ch3's ``my-llama`` + ``my-llama-svc``, done for production).
+
+A cdk8s chart, unit-tested on its own (tests/charts/) and applied to the cluster by the InferenceStack.
+Kinds that cdk8s-plus-30 has are built with it (Namespace, ServiceAccount, Deployment, Service,
+NetworkPolicy, HorizontalPodAutoscaler, ConfigMap); PodDisruptionBudget uses the raw ``k8s`` API of
+cdk8s-plus-30; KEDA, Prometheus Operator and VPA objects use the typed constructs generated into
+``imports/`` from ../shared/crds.
+
+Fields cdk8s-plus-30 cannot express (extended resources such as ``nvidia.com/gpu``, topology spread
+constraints, the native ``sleep`` preStop action, pod-level seccomp) are added with JSON patches on
+the Deployment; the tests pin each of them in the rendered YAML.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+import cdk8s
+import cdk8s_plus_30 as kplus
+from cdk8s_plus_30 import k8s
+from constructs import Construct
+
+from imports.com.coreos import monitoring
+from imports.io.k8s import autoscaling as vpa
+from imports.sh import keda
+from stacks.config._parse import check_cidr
+from stacks.config.errors import ConfigError
+from stacks.config.inference import Accelerator, Autoscaler, InferenceConfig, Scheme
+
+#: The server's port (model_server default; seed ch2/ch3).
+SERVER_PORT = 5000
+#: The Service's port (seed ch3: 80 -> 5000).
+SERVICE_PORT = 80
+#: Non-root user of the model server image (model_server/Dockerfile).
+RUN_AS_USER = 10001
+#: Where the init container writes the model and the server reads it.
+MODEL_DIR = "/models"
+#: Mount path of the API key Secret; the server reads ``MODEL_SERVER_API_KEY_FILE``.
+API_KEY_DIR = "/var/run/secrets/model-server"
+#: EKS Pod Identity agent on every node: credentials for S3 model downloads come from here.
+POD_IDENTITY_AGENT_CIDR = "169.254.170.23/32"
+#: Karpenter GPU NodePool of the add-ons (charts/karpenter.py, seed ch6).
+DEFAULT_GPU_NODE_SELECTOR: Mapping[str, str] = MappingProxyType({"karpenter.sh/nodepool": "eks-gpu-np"})
+#: Label kube-prometheus-stack's default ``serviceMonitorSelector`` matches (the Helm release name).
+DEFAULT_SERVICE_MONITOR_LABELS: Mapping[str, str] = MappingProxyType({"release": "kube-prometheus-stack"})
+#: Grafana sidecar's default dashboard label.
+DASHBOARD_LABEL = ("grafana_dashboard", "1")
+DASHBOARD_FILE = Path(__file__).parent / "dashboards" / "llama.json"
+
+_ANN = "service.beta.kubernetes.io/aws-load-balancer-"
+
+
+@dataclass(frozen=True)
+class InferenceChartProps:
+    """Everything the chart renders. ``config``: the validated ``inference`` section. ``image``: the
+    model server image URI (the InferenceStack passes the DockerImageAsset's URI).
+
+    ``vpc_cidr``: clients allowed by the NetworkPolicy and the internal NLB (default the seed VPC
+    ``10.0.0.0/16``). ``gpu_node_selector``: node labels of the GPU capacity (default the Karpenter
+    NodePool ``eks-gpu-np``; with ``gpuCapacity: nodegroup`` the stack passes the nodegroup's label);
+    GPU pods also tolerate ``gpu_taint_key`` (``nvidia.com/gpu``, NoSchedule). ``cpu_node_selector``:
+    node labels for the CPU variant (default none: any untainted node).
+    ``service_monitor_labels``: labels Prometheus selects ServiceMonitors by.
+    """
+
+    config: InferenceConfig
+    image: str
+    vpc_cidr: str = "10.0.0.0/16"
+    gpu_node_selector: Mapping[str, str] = field(default_factory=lambda: DEFAULT_GPU_NODE_SELECTOR)
+    gpu_taint_key: str = "nvidia.com/gpu"
+    cpu_node_selector: Mapping[str, str] = field(default_factory=dict)
+    service_monitor_labels: Mapping[str, str] = field(default_factory=lambda: DEFAULT_SERVICE_MONITOR_LABELS)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.config, InferenceConfig):
+            raise ConfigError("inference", self.config, "an InferenceConfig")
+        if not isinstance(self.image, str) or not self.image:
+            raise ConfigError("inference.image", self.image, "a container image URI")
+        check_cidr("network.vpcCidr", self.vpc_cidr)
+        if self.config.accelerator is Accelerator.GPU and not self.gpu_node_selector:
+            raise ConfigError(
+                "compute.gpuCapacity",
+                dict(self.gpu_node_selector),
+                "a GPU capacity with node labels to select (Karpenter NodePool or nodegroup)",
+            )
+
+
+class InferenceChart(cdk8s.Chart):
+    """Namespace, ServiceAccount, Deployment, PDB, Service (NLB), NetworkPolicy, autoscaler (HPA or KEDA
+    ScaledObject), optional VPA (recommendations only), ServiceMonitor and Grafana dashboard.
+
+    Attributes used by the InferenceStack to order deployment: ``service`` (needs the Load Balancer
+    Controller), ``scaled_object`` (needs KEDA), ``deployment`` (needs the GPU NodePool),
+    ``service_monitor`` (needs the Prometheus Operator CRDs).
+    """
+
+    def __init__(self, scope: Construct, id: str, props: InferenceChartProps, **kwargs) -> None:
+        if not isinstance(props, InferenceChartProps):
+            raise ConfigError("inference", props, "InferenceChartProps")
+        c = props.config
+        super().__init__(scope, id, namespace=c.namespace, disable_resource_name_hashes=True, **kwargs)
+        self.props = props
+        self.config = c
+        self.app_labels = {"app": c.name}
+        self.scaled_object: keda.ScaledObject | None = None
+        self.hpa: kplus.HorizontalPodAutoscaler | None = None
+        self.vpa: vpa.VerticalPodAutoscaler | None = None
+        self.service_monitor: monitoring.ServiceMonitor | None = None
+        self.dashboard: kplus.ConfigMap | None = None
+        self.api_key_secret_name = c.api_key.secret_name if c.api_key.enabled else None
+
+        # Pods carrying the seed's label ``app: <name>``; Service, NetworkPolicy and PDB select on it.
+        self._pods: kplus.Pods | None = None
+        self.namespace_obj = kplus.Namespace(
+            self,
+            "Namespace",
+            metadata=cdk8s.ApiObjectMetadata(
+                name=c.namespace,
+                # Pod Security Admission: reject anything weaker than "restricted" in this namespace.
+                labels={
+                    f"pod-security.kubernetes.io/{mode}": "restricted"
+                    for mode in ("enforce", "audit", "warn")
+                },
+            ),
+        )
+        # The chart's default namespace must not leak onto a cluster-scoped object.
+        cdk8s.ApiObject.of(self.namespace_obj).add_json_patch(cdk8s.JsonPatch.remove("/metadata/namespace"))
+        self.service_account = kplus.ServiceAccount(
+            self,
+            "ServiceAccount",
+            metadata=cdk8s.ApiObjectMetadata(name=c.name, labels=self.app_labels),
+            # Pod Identity needs no token in the pod; the server never calls the Kubernetes API.
+            automount_token=False,
+        )
+        self.deployment = self._deployment()
+        self.pdb = self._pdb()
+        self.service = self._service()
+        self.network_policy = self._network_policy()
+        self._autoscaling()
+        if c.vpa.enabled:
+            self.vpa = self._vpa()
+        if c.monitoring.service_monitor:
+            self.service_monitor = self._service_monitor()
+        if c.monitoring.dashboard:
+            self.dashboard = self._dashboard()
+
+    # --- workload ---------------------------------------------------------------------------------
+
+    def _env(self) -> dict[str, kplus.EnvValue]:
+        c = self.config
+        env = {
+            "MODEL_SERVER_MODEL_URI": c.model.uri,
+            "MODEL_SERVER_MODEL_DIR": MODEL_DIR,
+            "MODEL_SERVER_MODEL_PATH": f"{MODEL_DIR}/{c.model.file_name}",
+        }
+        if c.model.sha256:
+            env["MODEL_SERVER_MODEL_SHA256"] = c.model.sha256
+        return {k: kplus.EnvValue.from_value(v) for k, v in env.items()}
+
+    def _security_context(self) -> kplus.ContainerSecurityContextProps:
+        return kplus.ContainerSecurityContextProps(
+            ensure_non_root=True,
+            user=RUN_AS_USER,
+            group=RUN_AS_USER,
+            privileged=False,
+            allow_privilege_escalation=False,
+            read_only_root_filesystem=True,
+            capabilities=kplus.ContainerSecutiryContextCapabilities(drop=[kplus.Capability.ALL]),
+            seccomp_profile=kplus.SeccompProfile(type=kplus.SeccompProfileType.RUNTIME_DEFAULT),
+        )
+
+    def _deployment(self) -> kplus.Deployment:
+        c = self.config
+        gpu = c.accelerator is Accelerator.GPU
+        model_volume = kplus.Volume.from_empty_dir(
+            self, "ModelVolume", "models", size_limit=cdk8s.Size.gibibytes(c.model.size_gib + 1)
+        )
+        tmp_volume = kplus.Volume.from_empty_dir(self, "TmpVolume", "tmp", size_limit=cdk8s.Size.gibibytes(1))
+        mounts = [
+            kplus.VolumeMount(path=MODEL_DIR, volume=model_volume),
+            kplus.VolumeMount(path="/tmp", volume=tmp_volume),
+        ]
+        volumes = [model_volume, tmp_volume]
+
+        server_env = self._env() | {
+            "MODEL_SERVER_HOST": kplus.EnvValue.from_value("0.0.0.0"),
+            "MODEL_SERVER_PORT": kplus.EnvValue.from_value(str(SERVER_PORT)),
+            "MODEL_SERVER_DRAIN_TIMEOUT_S": kplus.EnvValue.from_value(str(c.drain_timeout_seconds)),
+            # All layers on the GPU when there is one, none otherwise.
+            "MODEL_SERVER_N_GPU_LAYERS": kplus.EnvValue.from_value("-1" if gpu else "0"),
+        }
+        server_mounts = list(mounts)
+        if c.api_key.enabled:
+            key_volume = kplus.Volume.from_secret(
+                self,
+                "ApiKeyVolume",
+                kplus.Secret.from_secret_name(self, "ApiKeySecret", c.api_key.secret_name),
+                name="api-key",
+                default_mode=0o440,
+            )
+            volumes.append(key_volume)
+            server_mounts.append(kplus.VolumeMount(path=API_KEY_DIR, volume=key_volume, read_only=True))
+            server_env["MODEL_SERVER_API_KEY_FILE"] = kplus.EnvValue.from_value(f"{API_KEY_DIR}/api-key")
+
+        ephemeral = cdk8s.Size.gibibytes(c.model.size_gib + 2)
+        quantities = {
+            part: {"cpu": cpu, "memory": c.resources.memory, "ephemeral-storage": f"{c.model.size_gib + 2}Gi"}
+            for part, cpu in (("requests", c.resources.cpu_request), ("limits", c.resources.cpu_limit))
+        }
+        resources = kplus.ContainerResources(
+            cpu=kplus.CpuResources(
+                request=kplus.Cpu.units(_cores(c.resources.cpu_request)),
+                limit=kplus.Cpu.units(_cores(c.resources.cpu_limit)),
+            ),
+            memory=kplus.MemoryResources(request=_size(c.resources.memory), limit=_size(c.resources.memory)),
+            ephemeral_storage=kplus.EphemeralStorageResources(request=ephemeral, limit=ephemeral),
+        )
+        # Startup covers load + warm-up (the download is the init container's, before any probe runs).
+        startup_period = 10
+        deployment = kplus.Deployment(
+            self,
+            "Deployment",
+            metadata=cdk8s.ApiObjectMetadata(name=c.name, labels=self.app_labels),
+            pod_metadata=cdk8s.ApiObjectMetadata(labels=self.app_labels),
+            select=False,
+            replicas=c.replicas if c.autoscaling.mode is Autoscaler.NONE else None,
+            service_account=self.service_account,
+            automount_service_account_token=False,
+            security_context=kplus.PodSecurityContextProps(
+                ensure_non_root=True,
+                user=RUN_AS_USER,
+                group=RUN_AS_USER,
+                fs_group=RUN_AS_USER,
+            ),
+            termination_grace_period=cdk8s.Duration.seconds(c.termination_grace_seconds),
+            # Download (init container) + load + warm-up, with 10 minutes to spare for node launch.
+            progress_deadline=cdk8s.Duration.seconds(c.startup_timeout_seconds + 600),
+            strategy=kplus.DeploymentStrategy.rolling_update(
+                max_surge=kplus.PercentOrAbsolute.absolute(1),
+                max_unavailable=kplus.PercentOrAbsolute.absolute(0),
+            ),
+            volumes=volumes,
+            init_containers=[
+                kplus.ContainerProps(
+                    name="fetch-model",
+                    image=self.props.image,
+                    # Asset tags are content hashes: a pulled tag never changes.
+                    image_pull_policy=kplus.ImagePullPolicy.IF_NOT_PRESENT,
+                    # The image's entrypoint (tini -> python -m model_server) with the fetch subcommand.
+                    args=["fetch"],
+                    env_variables=self._env(),
+                    volume_mounts=mounts,
+                    security_context=self._security_context(),
+                    resources=kplus.ContainerResources(
+                        cpu=kplus.CpuResources(request=kplus.Cpu.millis(500), limit=kplus.Cpu.units(2)),
+                        memory=kplus.MemoryResources(
+                            request=cdk8s.Size.mebibytes(512), limit=cdk8s.Size.gibibytes(1)
+                        ),
+                        ephemeral_storage=kplus.EphemeralStorageResources(request=ephemeral, limit=ephemeral),
+                    ),
+                )
+            ],
+            containers=[
+                kplus.ContainerProps(
+                    name="server",
+                    image=self.props.image,
+                    # Asset tags are content hashes: a pulled tag never changes.
+                    image_pull_policy=kplus.ImagePullPolicy.IF_NOT_PRESENT,
+                    args=["serve"],
+                    ports=[kplus.ContainerPort(number=SERVER_PORT, name="http")],
+                    env_variables=server_env,
+                    volume_mounts=server_mounts,
+                    security_context=self._security_context(),
+                    resources=resources,
+                    startup=kplus.Probe.from_http_get(
+                        "/readyz",
+                        port=SERVER_PORT,
+                        period_seconds=cdk8s.Duration.seconds(startup_period),
+                        failure_threshold=max(1, c.startup_timeout_seconds // startup_period),
+                        timeout_seconds=cdk8s.Duration.seconds(5),
+                    ),
+                    readiness=kplus.Probe.from_http_get(
+                        "/readyz",
+                        port=SERVER_PORT,
+                        period_seconds=cdk8s.Duration.seconds(5),
+                        failure_threshold=2,
+                        timeout_seconds=cdk8s.Duration.seconds(3),
+                    ),
+                    liveness=kplus.Probe.from_http_get(
+                        "/healthz",
+                        port=SERVER_PORT,
+                        period_seconds=cdk8s.Duration.seconds(10),
+                        failure_threshold=6,
+                        timeout_seconds=cdk8s.Duration.seconds(5),
+                    ),
+                )
+            ],
+        )
+        deployment.select(kplus.LabelSelector.of(labels=self.app_labels))
+        self._pods = kplus.Pods.select(self, "Pods", labels=self.app_labels)
+        if c.autoscaling.mode is Autoscaler.KEDA:
+            # KEDA's HPA owns .spec.replicas; never let a re-apply reset it (or wake a scaled-to-zero pod).
+            deployment.mark_has_autoscaler()
+
+        patches = [
+            # Keep serving while the NLB deregisters the pod, then the server drains (SIGTERM).
+            cdk8s.JsonPatch.add(
+                "/spec/template/spec/containers/0/lifecycle",
+                {"preStop": {"sleep": {"seconds": c.pre_stop_seconds}}},
+            ),
+            cdk8s.JsonPatch.add(
+                "/spec/template/spec/securityContext/seccompProfile", {"type": "RuntimeDefault"}
+            ),
+            cdk8s.JsonPatch.add(
+                "/spec/template/spec/topologySpreadConstraints",
+                [
+                    {
+                        "maxSkew": 1,
+                        "topologyKey": key,
+                        "whenUnsatisfiable": "ScheduleAnyway",
+                        "labelSelector": {"matchLabels": dict(self.app_labels)},
+                    }
+                    for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+                ],
+            ),
+        ]
+        if gpu:
+            patches += [
+                # cdk8s-plus has no extended resources (nvidia.com/gpu): the whole block is replaced.
+                cdk8s.JsonPatch.replace(
+                    "/spec/template/spec/containers/0/resources",
+                    # The patch runs before the typed k8s serializer, which reads quantities as {"value": ..}.
+                    {
+                        part: {k: {"value": v} for k, v in {**q, "nvidia.com/gpu": 1}.items()}
+                        for part, q in quantities.items()
+                    },
+                ),
+                cdk8s.JsonPatch.add(
+                    "/spec/template/spec/tolerations",
+                    [{"key": self.props.gpu_taint_key, "operator": "Exists", "effect": "NoSchedule"}],
+                ),
+                cdk8s.JsonPatch.add("/spec/template/spec/nodeSelector", dict(self.props.gpu_node_selector)),
+            ]
+        elif self.props.cpu_node_selector:
+            patches.append(
+                cdk8s.JsonPatch.add("/spec/template/spec/nodeSelector", dict(self.props.cpu_node_selector))
+            )
+        cdk8s.ApiObject.of(deployment).add_json_patch(*patches)
+        return deployment
+
+    def _pdb(self) -> k8s.KubePodDisruptionBudget:
+        # maxUnavailable 1 (not minAvailable 1): a single replica must not block node drains forever.
+        return k8s.KubePodDisruptionBudget(
+            self,
+            "PodDisruptionBudget",
+            metadata=k8s.ObjectMeta(name=self.config.name, labels=self.app_labels),
+            spec=k8s.PodDisruptionBudgetSpec(
+                max_unavailable=k8s.IntOrString.from_number(1),
+                selector=k8s.LabelSelector(match_labels=self.app_labels),
+                unhealthy_pod_eviction_policy="AlwaysAllow",
+            ),
+        )
+
+    # --- exposure ---------------------------------------------------------------------------------
+
+    def _service(self) -> kplus.Service:
+        c = self.config
+        ex = c.exposure
+        annotations = {
+            # Seed ch3: an NLB provisioned by the AWS Load Balancer Controller ...
+            f"{_ANN}type": "external",
+            f"{_ANN}scheme": ex.scheme.value,
+            # ... with pod IPs as targets (no NodePort hop; works with Karpenter's short-lived nodes).
+            f"{_ANN}nlb-target-type": "ip",
+            f"{_ANN}healthcheck-protocol": "HTTP",
+            f"{_ANN}healthcheck-path": "/readyz",
+            f"{_ANN}healthcheck-port": "traffic-port",
+            f"{_ANN}healthcheck-interval": "10",
+            f"{_ANN}healthcheck-healthy-threshold": "2",
+            f"{_ANN}healthcheck-unhealthy-threshold": "2",
+            # A draining pod keeps serving for preStop + drain; the NLB waits as long before cutting it.
+            f"{_ANN}target-group-attributes": (
+                f"deregistration_delay.timeout_seconds={c.drain_timeout_seconds}"
+            ),
+            f"{_ANN}attributes": "load_balancing.cross_zone.enabled=true",
+        }
+        # Internal: only the VPC. Internet-facing: the configured client CIDRs (never open by default).
+        ranges = list(ex.source_ranges) if ex.scheme is Scheme.INTERNET_FACING else [self.props.vpc_cidr]
+        service = kplus.Service(
+            self,
+            "Service",
+            metadata=cdk8s.ApiObjectMetadata(
+                name=c.service_name, labels={"app": c.service_name}, annotations=annotations
+            ),
+            type=kplus.ServiceType.LOAD_BALANCER,
+            selector=self._pods,
+            ports=[
+                kplus.ServicePort(
+                    name="http", port=SERVICE_PORT, target_port=SERVER_PORT, protocol=kplus.Protocol.TCP
+                )
+            ],
+            load_balancer_source_ranges=ranges,
+        )
+        return service
+
+    def _network_policy(self) -> kplus.NetworkPolicy:
+        c = self.config
+        port = [kplus.NetworkPolicyPort.tcp(SERVER_PORT)]
+        prometheus = kplus.Namespaces.select(
+            self, "PrometheusNamespace", names=[c.monitoring.prometheus_namespace]
+        )
+        # The NLB (ip targets, client IP preservation off) and in-VPC clients come from the VPC CIDR.
+        vpc_block = kplus.NetworkPolicyIpBlock.ipv4(self, "VpcCidr", self.props.vpc_cidr)
+        any_ip = kplus.NetworkPolicyIpBlock.any_ipv4(self, "AnyIpv4")
+        agent = kplus.NetworkPolicyIpBlock.ipv4(self, "PodIdentityAgent", POD_IDENTITY_AGENT_CIDR)
+        return kplus.NetworkPolicy(
+            self,
+            "NetworkPolicy",
+            metadata=cdk8s.ApiObjectMetadata(name=c.name, labels=self.app_labels),
+            selector=self._pods,
+            ingress=kplus.NetworkPolicyTraffic(
+                default=kplus.NetworkPolicyTrafficDefault.DENY,
+                rules=[
+                    kplus.NetworkPolicyRule(peer=vpc_block, ports=port),
+                    kplus.NetworkPolicyRule(peer=prometheus, ports=port),
+                ],
+            ),
+            egress=kplus.NetworkPolicyTraffic(
+                default=kplus.NetworkPolicyTrafficDefault.DENY,
+                rules=[
+                    kplus.NetworkPolicyRule(
+                        peer=any_ip, ports=[kplus.NetworkPolicyPort.udp(53), kplus.NetworkPolicyPort.tcp(53)]
+                    ),
+                    # Model download: Hugging Face / S3 over HTTPS.
+                    kplus.NetworkPolicyRule(peer=any_ip, ports=[kplus.NetworkPolicyPort.tcp(443)]),
+                    # S3 credentials from the node's EKS Pod Identity agent (HTTP, link-local).
+                    kplus.NetworkPolicyRule(peer=agent, ports=[kplus.NetworkPolicyPort.tcp(80)]),
+                ],
+            ),
+        )
+
+    # --- autoscaling ------------------------------------------------------------------------------
+
+    def _autoscaling(self) -> None:
+        a = self.config.autoscaling
+        if a.mode is Autoscaler.HPA:
+            # Seed ch6, number for number.
+            self.hpa = kplus.HorizontalPodAutoscaler(
+                self,
+                "HorizontalPodAutoscaler",
+                metadata=cdk8s.ApiObjectMetadata(name=self.config.name, labels=self.app_labels),
+                target=self.deployment,
+                min_replicas=a.min_replicas,
+                max_replicas=a.max_replicas,
+                metrics=[
+                    kplus.Metric.resource_cpu(kplus.MetricTarget.average_utilization(a.cpu_utilization))
+                ],
+                scale_down=kplus.ScalingRules(
+                    stabilization_window=cdk8s.Duration.seconds(180),
+                    policies=[
+                        kplus.ScalingPolicy(
+                            replicas=kplus.Replicas.percent(50), duration=cdk8s.Duration.seconds(15)
+                        )
+                    ],
+                ),
+                scale_up=kplus.ScalingRules(
+                    stabilization_window=cdk8s.Duration.seconds(0),
+                    strategy=kplus.ScalingStrategy.MAX_CHANGE,
+                    policies=[
+                        kplus.ScalingPolicy(
+                            replicas=kplus.Replicas.absolute(2), duration=cdk8s.Duration.seconds(15)
+                        )
+                    ],
+                ),
+            )
+        elif a.mode is Autoscaler.KEDA:
+            self.scaled_object = self._scaled_object()
+
+    def _selector(self) -> str:
+        c = self.config
+        # ReplicaSet pods are named <deployment>-<hash>-<suffix>; the namespace pins it to this service.
+        return f'namespace="{c.namespace}",pod=~"{c.name}-[a-z0-9]+-[a-z0-9]+"'
+
+    def _scaled_object(self) -> keda.ScaledObject:
+        c = self.config
+        a = c.autoscaling
+        k = a.keda
+        url = c.monitoring.prometheus_url
+        sel = self._selector()
+
+        def trigger(name: str, query: str, threshold: int, metric_type: str, activation: int = 0):
+            return keda.ScaledObjectSpecTriggers(
+                type="prometheus",
+                name=name,
+                metric_type=metric_type,
+                metadata={
+                    "serverAddress": url,
+                    "query": query,
+                    "threshold": str(threshold),
+                    "activationThreshold": str(activation),
+                    "ignoreNullValues": "true",
+                },
+            )
+
+        triggers = [
+            # AverageValue: KEDA divides by the replica count, so thresholds are per replica.
+            trigger(
+                "queue-depth",
+                f"sum(llamacpp:requests_deferred{{{sel}}})",
+                k.queue_per_replica,
+                "AverageValue",
+            ),
+            trigger(
+                "in-flight",
+                f"sum(llamacpp:requests_processing{{{sel}}})",
+                k.in_flight_per_replica,
+                "AverageValue",
+            ),
+        ]
+        if c.accelerator is Accelerator.GPU:
+            # DCGM exporter reports the GPU's pod as exported_pod/exported_namespace (honorLabels off).
+            gpu_sel = f'exported_namespace="{c.namespace}",exported_pod=~"{c.name}-[a-z0-9]+-[a-z0-9]+"'
+            triggers.append(
+                trigger(
+                    "gpu-utilization", f"avg(DCGM_FI_DEV_GPU_UTIL{{{gpu_sel}}})", k.gpu_utilization, "Value"
+                )
+            )
+        policy = keda.ScaledObjectSpecAdvancedHorizontalPodAutoscalerConfigBehavior
+        return keda.ScaledObject(
+            self,
+            "ScaledObject",
+            metadata=cdk8s.ApiObjectMetadata(name=c.name, labels=self.app_labels),
+            spec=keda.ScaledObjectSpec(
+                scale_target_ref=keda.ScaledObjectSpecScaleTargetRef(
+                    api_version="apps/v1", kind="Deployment", name=c.name
+                ),
+                min_replica_count=a.min_replicas,
+                max_replica_count=a.max_replicas,
+                polling_interval=k.polling_interval_seconds,
+                cooldown_period=k.cooldown_seconds,
+                advanced=keda.ScaledObjectSpecAdvanced(
+                    horizontal_pod_autoscaler_config=keda.ScaledObjectSpecAdvancedHorizontalPodAutoscalerConfig(
+                        name=f"keda-hpa-{c.name}",
+                        # The seed's HPA behaviour: slow, bounded scale-down; fast scale-up.
+                        behavior=policy(
+                            scale_down=keda.ScaledObjectSpecAdvancedHorizontalPodAutoscalerConfigBehaviorScaleDown(
+                                stabilization_window_seconds=180,
+                                policies=[
+                                    keda.ScaledObjectSpecAdvancedHorizontalPodAutoscalerConfigBehaviorScaleDownPolicies(
+                                        type="Percent", value=50, period_seconds=15
+                                    )
+                                ],
+                            ),
+                            scale_up=keda.ScaledObjectSpecAdvancedHorizontalPodAutoscalerConfigBehaviorScaleUp(
+                                stabilization_window_seconds=0,
+                                select_policy="Max",
+                                policies=[
+                                    keda.ScaledObjectSpecAdvancedHorizontalPodAutoscalerConfigBehaviorScaleUpPolicies(
+                                        type="Pods", value=2, period_seconds=15
+                                    )
+                                ],
+                            ),
+                        ),
+                    ),
+                ),
+                triggers=triggers,
+            ),
+        )
+
+    def _vpa(self) -> vpa.VerticalPodAutoscaler:
+        c = self.config
+        return vpa.VerticalPodAutoscaler(
+            self,
+            "VerticalPodAutoscaler",
+            metadata=cdk8s.ApiObjectMetadata(name=c.name, labels=self.app_labels),
+            spec=vpa.VerticalPodAutoscalerSpec(
+                target_ref=vpa.VerticalPodAutoscalerSpecTargetRef(
+                    api_version="apps/v1", kind="Deployment", name=c.name
+                ),
+                # Recommendations only (seed ch6): an evicting VPA fights the HPA/KEDA over the same pods.
+                update_policy=vpa.VerticalPodAutoscalerSpecUpdatePolicy(
+                    update_mode=vpa.VerticalPodAutoscalerSpecUpdatePolicyUpdateMode.OFF
+                ),
+                resource_policy=vpa.VerticalPodAutoscalerSpecResourcePolicy(
+                    container_policies=[
+                        vpa.VerticalPodAutoscalerSpecResourcePolicyContainerPolicies(
+                            container_name="server", controlled_resources=["cpu", "memory"]
+                        ),
+                    ]
+                ),
+            ),
+        )
+
+    # --- observability ----------------------------------------------------------------------------
+
+    def _service_monitor(self) -> monitoring.ServiceMonitor:
+        c = self.config
+        return monitoring.ServiceMonitor(
+            self,
+            "ServiceMonitor",
+            metadata=cdk8s.ApiObjectMetadata(
+                name=c.name, labels={**self.app_labels, **self.props.service_monitor_labels}
+            ),
+            spec=monitoring.ServiceMonitorSpec(
+                selector=monitoring.ServiceMonitorSpecSelector(match_labels={"app": c.service_name}),
+                namespace_selector=monitoring.ServiceMonitorSpecNamespaceSelector(match_names=[c.namespace]),
+                endpoints=[
+                    monitoring.ServiceMonitorSpecEndpoints(
+                        port="http", path="/metrics", interval="15s", scrape_timeout="10s"
+                    )
+                ],
+            ),
+        )
+
+    def _dashboard(self) -> kplus.ConfigMap:
+        c = self.config
+        dashboard = json.loads(DASHBOARD_FILE.read_text())
+        dashboard["title"] = f"Llama inference: {c.namespace}/{c.name}"
+        dashboard["uid"] = f"llama-{c.namespace}-{c.name}"[:40]
+        text = json.dumps(dashboard, indent=1, sort_keys=True)
+        text = text.replace("@NAMESPACE@", c.namespace).replace("@NAME@", c.name)
+        return kplus.ConfigMap(
+            self,
+            "Dashboard",
+            metadata=cdk8s.ApiObjectMetadata(
+                name=f"{c.name}-dashboard",
+                # The Grafana sidecar watches its own namespace (kube-prometheus-stack default).
+                namespace=c.monitoring.prometheus_namespace,
+                labels={**self.app_labels, DASHBOARD_LABEL[0]: DASHBOARD_LABEL[1]},
+            ),
+            data={f"{c.name}.json": text},
+        )
+
+
+def _cores(quantity: str) -> float:
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def _size(quantity: str) -> cdk8s.Size:
+    units = {
+        "Ki": cdk8s.Size.kibibytes,
+        "Mi": cdk8s.Size.mebibytes,
+        "Gi": cdk8s.Size.gibibytes,
+        "Ti": cdk8s.Size.tebibytes,
+    }
+    for suffix, make in units.items():
+        if quantity.endswith(suffix):
+            return make(float(quantity[: -len(suffix)]))
+    raise ConfigError("inference.resources.memory", quantity, "a quantity in Ki, Mi, Gi or Ti such as '16Gi'")

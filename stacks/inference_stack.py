@@ -1,0 +1,234 @@
+"""InferenceStack: the llama inference service on the cluster (its own stack: app releases never touch the
+platform stacks).
+
+Composes the model server image (DockerImageAsset), the model's S3 read access (Pod Identity) and the
+cdk8s ``InferenceChart`` applied through the cluster as five manifests with explicit dependencies:
+
+* ``Base`` (Namespace, ServiceAccount)
+* ``Workload`` (Deployment, PDB, NetworkPolicy) after the GPU capacity (Karpenter NodePools or the GPU
+  nodegroup), the NVIDIA device plugin and the Pod Identity association
+* ``Service`` (the NLB) after the AWS Load Balancer Controller
+* ``Autoscaling`` (ScaledObject or HPA) after KEDA and Prometheus
+* ``Monitoring`` (ServiceMonitor, Grafana dashboard) after Prometheus
+
+Dependencies on add-on constructs make this stack depend on the AddonsStack, so ``cdk destroy`` deletes
+this stack first: the Service goes (the controller removes the NLB, its target groups and security
+groups through the Service's finalizer) while the controller still runs, and the pods go before
+Karpenter's NodePools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import cdk8s
+from aws_cdk import Annotations, CfnOutput, Duration, Stack
+from aws_cdk import aws_eks_v2 as eks
+from constructs import Construct, IConstruct
+
+from charts.inference import SERVICE_PORT, InferenceChart, InferenceChartProps
+from stacks.config.inference import Accelerator, Autoscaler, InferenceConfig
+from stacks.inference.image import ModelServerImage
+from stacks.inference.model_access import ModelAccess
+
+#: Manifest group -> the kinds it applies. Every rendered object belongs to exactly one group.
+MANIFEST_GROUPS: dict[str, tuple[str, ...]] = {
+    "Base": ("Namespace", "ServiceAccount"),
+    "Workload": ("Deployment", "PodDisruptionBudget", "NetworkPolicy"),
+    "Service": ("Service",),
+    "Autoscaling": ("HorizontalPodAutoscaler", "ScaledObject", "VerticalPodAutoscaler"),
+    "Monitoring": ("ServiceMonitor", "ConfigMap"),
+}
+
+#: Seed ch3's test request (POST /predict).
+SEED_PREDICT_BODY = (
+    '{"prompt":"Create a poem about humanity?","sys_msg":"You are a helpful, respectful, and honest '
+    "assistant. Always provide safe, unbiased, and positive responses. Avoid harmful, unethical, or illegal "
+    "content. If a question is unclear or incorrect, explain why. If unsure, do not provide false "
+    'information."}'
+)
+
+ENDPOINT_TIMEOUT = Duration.minutes(10)
+
+
+def predict_curl(host: str, *, api_key: bool) -> str:
+    """The seed's curl to /predict against ``host`` (a bearer token header when the API key is on)."""
+    auth = ' -H "Authorization: Bearer $API_KEY"' if api_key else ""
+    return (
+        f'curl -X POST http://{host}/predict -H "Content-Type: application/json"{auth} '
+        f"-d '{SEED_PREDICT_BODY}' | jq ."
+    )
+
+
+class InferenceStack(Stack):
+    """The inference service on ``cluster``.
+
+    The image (``ModelServerImage``) is built here; the model's S3 access (``ModelAccess``) is made when
+    the model is on S3. ``vpc_cidr``: the VPC's CIDR
+    (NetworkPolicy, internal NLB source range). ``node_selector``: labels of the nodes the pods run on
+    (GPU NodePool/nodegroup, or a CPU pool). The ``after_*`` construct lists are what each manifest
+    group waits for (add-on Helm releases, NodePools, nodegroup).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        cluster: eks.Cluster,
+        config: InferenceConfig,
+        vpc_cidr: str,
+        node_selector: Mapping[str, str],
+        after_capacity: list[IConstruct],
+        after_load_balancer_controller: list[IConstruct],
+        after_autoscaler: list[IConstruct],
+        after_metrics: list[IConstruct],
+        scan_image_on_push: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+
+        gpu = config.accelerator is Accelerator.GPU
+        self.config = config
+        self.image = ModelServerImage(self, "ModelServerImage", gpu=gpu, scan_on_push=scan_image_on_push)
+
+        self.model_access: ModelAccess | None = None
+        if config.model.s3_bucket:
+            self.model_access = ModelAccess(
+                self,
+                "ModelAccess",
+                cluster=cluster,
+                namespace=config.namespace,
+                service_account=config.name,
+                bucket=config.model.s3_bucket,
+                key=config.model.s3_key or "",
+            )
+
+        selector = dict(node_selector)
+        placement = {"gpu_node_selector": selector} if gpu else {"cpu_node_selector": selector}
+        self.chart = InferenceChart(
+            cdk8s.App(),
+            "Inference",
+            InferenceChartProps(config=config, image=self.image.image_uri, vpc_cidr=vpc_cidr, **placement),
+        )
+        manifests = self.chart.to_json()
+        grouped: dict[str, list[dict[str, Any]]] = {group: [] for group in MANIFEST_GROUPS}
+        for manifest in manifests:
+            group = next((g for g, kinds in MANIFEST_GROUPS.items() if manifest["kind"] in kinds), None)
+            if group is None:  # a new kind in the chart must be placed deliberately
+                raise ValueError(f"InferenceStack: no manifest group for kind {manifest['kind']!r}")
+            grouped[group].append(manifest)
+
+        self.manifests: dict[str, eks.KubernetesManifest] = {}
+        for group, objects in grouped.items():
+            if objects:
+                self.manifests[group] = eks.KubernetesManifest(self, group, cluster=cluster, manifest=objects)
+
+        base = self.manifests["Base"]
+        workload = self.manifests["Workload"]
+        service = self.manifests["Service"]
+        workload.node.add_dependency(base, *after_capacity)
+        if self.model_access is not None:
+            # Pod Identity injects credentials only into pods created after the association exists.
+            workload.node.add_dependency(self.model_access.association)
+        service.node.add_dependency(base, *after_load_balancer_controller)
+        if "Autoscaling" in self.manifests:
+            self.manifests["Autoscaling"].node.add_dependency(workload, *after_autoscaler)
+        if "Monitoring" in self.manifests:
+            self.manifests["Monitoring"].node.add_dependency(base, *after_metrics)
+
+        if not gpu and not selector:
+            Annotations.of(self).add_warning_v2(
+                "llama-eks:inferenceCpuPlacement",
+                "inference.accelerator is 'cpu' and no CPU node pool is configured: the pods need "
+                f"{config.resources.cpu_request} CPU / {config.resources.memory} and schedule on the system "
+                "nodegroup only if it has room (enable addons.karpenter.generalPurposePool).",
+            )
+
+        endpoint = eks.KubernetesObjectValue(
+            self,
+            "Endpoint",
+            cluster=cluster,
+            object_type="service",
+            object_name=config.service_name,
+            object_namespace=config.namespace,
+            json_path=".status.loadBalancer.ingress[0].hostname",
+            timeout=ENDPOINT_TIMEOUT,
+        )
+        endpoint.node.add_dependency(service)
+        self.endpoint_hostname: str = endpoint.value
+
+        scope_note = (
+            "internet-facing NLB, reachable from inference.exposure.sourceRanges"
+            if config.exposure.scheme.value == "internet-facing"
+            else "internal NLB: reachable from inside the VPC (or kubectl port-forward, docs/runbook.md)"
+        )
+        CfnOutput(
+            self,
+            "EndpointHostname",
+            value=self.endpoint_hostname,
+            description=f"DNS name of the {scope_note}",
+        )
+        CfnOutput(self, "ImageUri", value=self.image.image_uri, description="Model server image in ECR")
+        CfnOutput(
+            self,
+            "PredictCurl",
+            value=predict_curl(self.endpoint_hostname, api_key=config.api_key.enabled),
+            description=f"Seed ch3's test request to /predict on port {SERVICE_PORT} ({scope_note})",
+        )
+        CfnOutput(
+            self,
+            "ScaleCommand",
+            value=f"kubectl -n {config.namespace} get deploy,pods,scaledobject,hpa -l app={config.name}",
+            description="Inspect replicas and autoscaling"
+            + (" (KEDA may scale to zero)" if config.autoscaling.mode is Autoscaler.KEDA else ""),
+        )
+
+
+def inference_placement(config: Any, *, addons: Any, gpu_nodegroup: IConstruct | None) -> dict[str, Any]:
+    """Where the pods run and what each manifest group waits for, from the add-ons actually installed.
+
+    ``config``: the ``AppConfig``; ``addons``: the ``AddonsStack`` (its ``ctx.installed`` maps add-on
+    name -> root construct); ``gpu_nodegroup``: the ClusterStack's GPU nodegroup (``gpuCapacity:
+    nodegroup``). Returns the keyword arguments ``node_selector`` and ``after_*`` of :class:`InferenceStack`.
+    """
+    from charts.karpenter import GENERAL_NODEPOOL_NAME, GPU_NODEPOOL_NAME
+    from stacks.config import NODE_CLASS_LABEL, GpuCapacity
+
+    installed: Mapping[str, IConstruct] = addons.ctx.installed
+    inference: InferenceConfig = config.inference
+
+    def need(*names: str) -> list[IConstruct]:
+        # check_against_addons already guarantees these are enabled; a KeyError here is a bug.
+        return [installed[n] for n in names]
+
+    capacity: list[IConstruct]
+    if inference.accelerator is Accelerator.GPU:
+        if config.compute.gpu_capacity is GpuCapacity.KARPENTER:
+            selector = {"karpenter.sh/nodepool": GPU_NODEPOOL_NAME}
+            capacity = need("karpenter", "nvidiaDevicePlugin")
+        else:
+            if gpu_nodegroup is None:
+                raise ValueError("gpuCapacity 'nodegroup' without the ClusterStack's GPU nodegroup")
+            selector = {NODE_CLASS_LABEL: "gpu"}
+            capacity = [gpu_nodegroup, *need("nvidiaDevicePlugin")]
+    elif config.addons.karpenter.enabled and config.addons.karpenter.general_purpose_pool:
+        selector = {"karpenter.sh/nodepool": GENERAL_NODEPOOL_NAME}
+        capacity = need("karpenter")
+    else:
+        selector, capacity = {}, []
+
+    autoscaler: list[IConstruct] = []
+    if inference.autoscaling.mode is Autoscaler.KEDA:
+        autoscaler = need("keda", "metrics")
+        if inference.accelerator is Accelerator.GPU:
+            autoscaler += need("dcgmExporter")
+    monitoring = inference.monitoring
+    return {
+        "node_selector": selector,
+        "after_capacity": capacity,
+        "after_load_balancer_controller": need("loadBalancerController"),
+        "after_autoscaler": autoscaler,
+        "after_metrics": need("metrics") if (monitoring.service_monitor or monitoring.dashboard) else [],
+    }

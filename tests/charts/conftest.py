@@ -1,0 +1,19 @@
+"""Fixtures for the inference chart tests: every variant (manifests.VARIANTS) rendered once per session;
+the validators, checkov and field-by-field tests all read the same renderings."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.charts.manifests import VARIANTS, Manifests, config_of, render
+
+
+@pytest.fixture(scope="session")
+def rendered() -> dict[str, Manifests]:
+    """Every variant rendered once per session."""
+    return {name: render(config_of(section)) for name, section in VARIANTS.items()}
+
+
+@pytest.fixture(scope="session")
+def default(rendered: dict[str, Manifests]) -> Manifests:
+    return rendered["gpu-keda"]

@@ -1,0 +1,207 @@
+"""The ``inference`` config section: defaults, typed values, and the exact error for each bad value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from stacks.config.errors import ConfigError
+from stacks.config.inference import (
+    CPU_RESOURCES,
+    DEFAULT_MODEL_URI,
+    GPU_RESOURCES,
+    Accelerator,
+    Autoscaler,
+    InferenceConfig,
+    Scheme,
+)
+from tests.charts.manifests import config_of
+
+
+def test_defaults_are_the_production_gpu_service() -> None:
+    c = config_of({})
+    assert c == InferenceConfig()
+    assert (c.name, c.service_name, c.namespace) == ("my-llama", "my-llama-svc", "llama")
+    assert c.accelerator is Accelerator.GPU
+    assert c.resources == GPU_RESOURCES
+    assert c.autoscaling.mode is Autoscaler.KEDA
+    assert (c.autoscaling.min_replicas, c.autoscaling.max_replicas, c.autoscaling.cpu_utilization) == (
+        1,
+        5,
+        70,
+    )
+    assert c.exposure.scheme is Scheme.INTERNAL and c.exposure.source_ranges == ()
+    assert c.model.uri == DEFAULT_MODEL_URI and c.model.file_name == "llama-2-7b-chat.Q2_K.gguf"
+    assert not c.vpa.enabled and not c.api_key.enabled
+    assert c.api_key.secret_name == "my-llama-api-key"
+    assert c.termination_grace_seconds == 15 + 60 + 5
+
+
+def test_cpu_defaults_to_the_seed_hpa() -> None:
+    c = config_of({"accelerator": "cpu"})
+    assert c.autoscaling.mode is Autoscaler.HPA
+    assert c.resources == CPU_RESOURCES
+
+
+def test_full_section_is_read() -> None:
+    c = config_of(
+        {
+            "name": "chat",
+            "namespace": "serving",
+            "accelerator": "gpu",
+            "model": {"uri": "s3://bucket/m/model.gguf", "sha256": "0" * 64, "sizeGiB": 8},
+            "resources": {"cpuRequest": "500m", "cpuLimit": "2.5", "memory": "24Gi"},
+            "exposure": {"scheme": "internet-facing", "sourceRanges": "198.51.100.0/24,203.0.113.7/32"},
+            "autoscaling": {
+                "mode": "keda",
+                "minReplicas": 0,
+                "maxReplicas": 4,
+                "keda": {"queuePerReplica": 3, "cooldownSeconds": 600},
+            },
+            "vpa": {"enabled": "true"},
+            "apiKey": {"enabled": True},
+            "monitoring": {"prometheusNamespace": "observability"},
+            "drainTimeoutSeconds": 120,
+        }
+    )
+    assert c.model.s3_bucket == "bucket" and c.model.s3_key == "m/model.gguf"
+    assert c.exposure.source_ranges == ("198.51.100.0/24", "203.0.113.7/32")
+    assert c.autoscaling.min_replicas == 0 and c.autoscaling.keda.queue_per_replica == 3
+    assert c.autoscaling.keda.cooldown_seconds == 600 and c.autoscaling.keda.in_flight_per_replica == 4
+    assert c.vpa.enabled and c.api_key.secret_name == "chat-api-key"
+    assert c.termination_grace_seconds == 15 + 120 + 5
+
+
+BAD: list[tuple[dict[str, Any], str]] = [
+    (
+        {"accelerator": "tpu"},
+        "Invalid config 'inference.accelerator': 'tpu'. Allowed: one of ['cpu', 'gpu'].",
+    ),
+    (
+        {"name": "My_Llama"},
+        "Invalid config 'inference.name': 'My_Llama'. Allowed: a DNS label of at most 40 characters: "
+        "lower-case letters, digits and '-'.",
+    ),
+    (
+        {"namespace": "kube-system"},
+        "Invalid config 'inference.namespace': 'kube-system'. Allowed: a DNS label (lower-case letters, "
+        "digits, '-') not starting with 'kube-'.",
+    ),
+    (
+        {"model": {"uri": "http://example.com/model.gguf"}},
+        "Invalid config 'inference.model.uri': 'http://example.com/model.gguf'. Allowed: an https://, s3:// "
+        "or file:// URI of a .gguf file.",
+    ),
+    (
+        {"model": {"uri": "s3:///model.gguf"}},
+        "Invalid config 'inference.model.uri': 's3:///model.gguf'. Allowed: s3://<bucket>/<key>.gguf.",
+    ),
+    (
+        {"model": {"sha256": "ABC"}},
+        "Invalid config 'inference.model.sha256': 'ABC'. Allowed: 64 lower-case hex digits.",
+    ),
+    (
+        {"model": {"sizeGiB": 0}},
+        "Invalid config 'inference.model.sizeGiB': 0. Allowed: an integer from 1 to 200.",
+    ),
+    (
+        {"resources": {"memory": "16G"}},
+        "Invalid config 'inference.resources.memory': '16G'. Allowed: a Kubernetes quantity such as "
+        "'16Gi' or '512Mi'.",
+    ),
+    (
+        {"resources": {"cpuRequest": "4", "cpuLimit": "3500m"}},
+        "Invalid config 'inference.resources.cpuLimit': '3500m'. Allowed: a quantity >= "
+        "inference.resources.cpuRequest (4).",
+    ),
+    (
+        {"exposure": {"scheme": "internet-facing"}},
+        "Invalid config 'inference.exposure.sourceRanges': []. Allowed: a non-empty list of client CIDRs "
+        "when inference.exposure.scheme is 'internet-facing'.",
+    ),
+    (
+        {"exposure": {"scheme": "internet-facing", "sourceRanges": ["0.0.0.0/0"]}},
+        "Invalid config 'inference.exposure.sourceRanges': '0.0.0.0/0'. Allowed: client CIDRs narrower than "
+        "/0 (set inference.exposure.allowAnySource to true to open the endpoint to the whole internet).",
+    ),
+    (
+        {"exposure": {"sourceRanges": ["10.0.0.1/8"]}},
+        "Invalid config 'inference.exposure.sourceRanges': '10.0.0.1/8'. Allowed: an IPv4 CIDR with host "
+        "bits zero, such as 10.0.0.0/16.",
+    ),
+    (
+        {"exposure": {"scheme": "public"}},
+        "Invalid config 'inference.exposure.scheme': 'public'. "
+        "Allowed: one of ['internal', 'internet-facing'].",
+    ),
+    (
+        {"autoscaling": {"mode": "hpa", "minReplicas": 0}},
+        "Invalid config 'inference.autoscaling.minReplicas': 0. Allowed: an integer >= 1 unless "
+        "inference.autoscaling.mode is 'keda' (only KEDA scales to and from zero).",
+    ),
+    (
+        {"autoscaling": {"minReplicas": 4, "maxReplicas": 2}},
+        "Invalid config 'inference.autoscaling.maxReplicas': 2. Allowed: an integer from max(1, "
+        "inference.autoscaling.minReplicas (4)) to 100.",
+    ),
+    (
+        {"autoscaling": {"mode": "vpa"}},
+        "Invalid config 'inference.autoscaling.mode': 'vpa'. Allowed: one of ['hpa', 'keda', 'none'].",
+    ),
+    (
+        {"autoscaling": {"keda": {"gpuUtilization": 101}}},
+        "Invalid config 'inference.autoscaling.keda.gpuUtilization': 101. Allowed: an integer from 1 to 100.",
+    ),
+    (
+        {"vpa": {"enabled": True, "updateMode": "Auto"}},
+        "Invalid config 'inference.vpa.updateMode': 'Auto'. Allowed: 'Off' (recommendations only: a VPA "
+        "that evicts pods conflicts with the HPA/KEDA autoscaler on the same pods).",
+    ),
+    (
+        {"monitoring": {"prometheusUrl": "prometheus:9090"}},
+        "Invalid config 'inference.monitoring.prometheusUrl': 'prometheus:9090'. Allowed: an http:// or "
+        "https:// URL of the Prometheus server.",
+    ),
+    (
+        {"drainTimeoutSeconds": -1},
+        "Invalid config 'inference.drainTimeoutSeconds': -1. Allowed: an integer from 0 to 3600.",
+    ),
+    (
+        {"replicas": True},
+        "Invalid config 'inference.replicas': True. Allowed: an integer from 1 to 100.",
+    ),
+    (
+        {"autoscalling": {}},
+        "Invalid config 'inference.autoscalling': {}. Allowed: known keys of 'inference' are ['accelerator', "
+        "'apiKey', 'autoscaling', 'drainTimeoutSeconds', 'exposure', 'model', 'monitoring', 'name', "
+        "'namespace', 'preStopSeconds', 'replicas', 'resources', 'startupTimeoutSeconds', 'vpa'].",
+    ),
+    (
+        {"autoscaling": {"keda": {"threshold": 3}}},
+        "Invalid config 'inference.autoscaling.keda.threshold': 3. Allowed: known keys of "
+        "'inference.autoscaling.keda' are ['cooldownSeconds', 'gpuUtilization', 'inFlightPerReplica', "
+        "'pollingIntervalSeconds', 'queuePerReplica'].",
+    ),
+]
+
+
+@pytest.mark.parametrize(("section", "message"), BAD, ids=[m.split("'")[1] for _, m in BAD])
+def test_bad_values_fail_with_key_and_allowed_values(section: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config_of(section)
+    assert str(err.value) == message
+
+
+def test_open_internet_is_an_explicit_choice() -> None:
+    c = config_of(
+        {"exposure": {"scheme": "internet-facing", "sourceRanges": ["0.0.0.0/0"], "allowAnySource": True}}
+    )
+    assert c.exposure.source_ranges == ("0.0.0.0/0",)
+
+
+def test_dataclasses_validate_when_built_directly() -> None:
+    # Props built in Python (not from cdk.json) fail the same way, in the constructor.
+    with pytest.raises(ConfigError) as err:
+        InferenceConfig(name="x" * 41)
+    assert err.value.key == "inference.name"

@@ -1,0 +1,80 @@
+"""Settings and CLI: typed, env-driven, clear errors naming the variable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+from pydantic import ValidationError
+
+from model_server.settings import Settings, embedded_model_path
+
+
+def test_defaults(monkeypatch):
+    for key in list(__import__("os").environ):
+        if key.startswith("MODEL_SERVER_"):
+            monkeypatch.delenv(key)
+    s = Settings()
+    assert (s.host, s.port, s.max_concurrency, s.max_queue, s.drain_timeout_s) == (
+        "0.0.0.0",
+        5000,
+        4,
+        16,
+        30.0,
+    )
+    assert s.resolved_model_path() == embedded_model_path()
+    assert s.model_id() == "SmolLM2-135M-Instruct.Q4_1"
+    assert s.resolved_api_key() is None
+
+
+def test_env_prefix_and_types(monkeypatch, tmp_path):
+    key = tmp_path / "key"
+    key.write_text("abc\n")
+    monkeypatch.setenv("MODEL_SERVER_PORT", "8081")
+    monkeypatch.setenv("MODEL_SERVER_API_KEY_FILE", str(key))
+    s = Settings()
+    assert s.port == 8081
+    assert s.resolved_api_key() == "abc"
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"MODEL_SERVER_PORT": "0"}, "port"),
+        ({"MODEL_SERVER_MAX_CONCURRENCY": "many"}, "max_concurrency"),
+        ({"MODEL_SERVER_MODEL_PATH": "/nonexistent.gguf"}, "MODEL_SERVER_MODEL_PATH: no such file"),
+        ({"MODEL_SERVER_API_KEY": "a", "MODEL_SERVER_API_KEY_FILE": "/etc/hostname"}, "only one of"),
+        ({"MODEL_SERVER_DEFAULT_MAX_TOKENS": "5000"}, "exceeds MODEL_SERVER_MAX_TOKENS_LIMIT"),
+        ({"MODEL_SERVER_FLASH_ATTN": "maybe"}, "flash_attn"),
+    ],
+)
+def test_invalid_values_fail_with_the_key(monkeypatch, env, fragment):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ValidationError) as exc:
+        Settings()
+    assert fragment in str(exc.value)
+
+
+def test_cli_help_and_bad_config_exit_2():
+    out = subprocess.run(
+        [sys.executable, "-m", "model_server", "serve", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0
+    assert "MODEL_SERVER_MAX_CONCURRENCY" in out.stdout and "MODEL_SERVER_DRAIN_TIMEOUT_S" in out.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "model_server", "serve"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"MODEL_SERVER_MAX_QUEUE": "-1", "PATH": "/usr/bin"},
+    )
+    assert bad.returncode == 2
+    assert "max_queue" in bad.stderr
