@@ -13,11 +13,11 @@ from typing import Any
 import aws_cdk as cdk
 from constructs import Construct
 
-from stacks.config import AppConfig, load_config
+from stacks.config import AppConfig, EndpointAccess, load_config
 from stacks.config.errors import ConfigError
-from stacks.config.pipeline import PipelineConfig, load_pipeline_config
+from stacks.config.pipeline import PipelineConfig, SmokeVia, load_pipeline_config
 from stacks.pipeline_stack import PipelineStack, StageTarget
-from stacks.stage import LlamaStage
+from stacks.stage import LlamaStage, SmokeAccess
 
 #: ``build_app(scope, config) -> stacks`` of app.py: the one definition of an environment's stacks.
 Builder = Callable[[Construct, AppConfig], Any]
@@ -45,17 +45,66 @@ def stage_configs(context: Mapping[str, Any], pipeline: PipelineConfig) -> dict[
     return configs
 
 
+def smoke_access(name: str, config: AppConfig, pipeline: PipelineConfig) -> SmokeAccess | None:
+    """How the smoke test of stage ``name`` reaches its service, or None when smoke tests are off.
+
+    ``auto``: the NLB hostname when it is internet-facing, else the Kubernetes API's service proxy.
+    Raises ConfigError when the chosen way cannot reach the stage from CodeBuild.
+    """
+    smoke = pipeline.smoke_test
+    if not smoke.enabled:
+        return None
+    inference = config.inference
+    internet_facing = inference.exposure.scheme.value == "internet-facing"
+    via = smoke.via
+    if via is SmokeVia.AUTO:
+        via = SmokeVia.ENDPOINT if internet_facing else SmokeVia.KUBERNETES_API
+    if via is SmokeVia.ENDPOINT and not internet_facing:
+        raise ConfigError(
+            "pipeline.smokeTest.via",
+            smoke.via.value,
+            f"'auto' or 'kubernetesApi' for stage '{name}': its NLB is internal "
+            "(inference.exposure.scheme), CodeBuild cannot reach it",
+        )
+    if via is SmokeVia.KUBERNETES_API:
+        if config.cluster.endpoint_access is EndpointAccess.PRIVATE:
+            raise ConfigError(
+                "pipeline.smokeTest.enabled",
+                True,
+                f"false for stage '{name}': its cluster API is private (cluster.endpointAccess) and its NLB "
+                "internal, so CodeBuild outside the VPC reaches neither",
+            )
+        if inference.api_key.enabled:
+            raise ConfigError(
+                "pipeline.smokeTest.via",
+                smoke.via.value,
+                f"'endpoint' (with an internet-facing NLB) for stage '{name}': inference.apiKey.enabled "
+                "needs the bearer header, which the API server's proxy does not pass on",
+            )
+    elif inference.api_key.enabled and not smoke.api_key_secret_arn:
+        raise ConfigError(
+            "pipeline.smokeTest.apiKeySecretArn",
+            None,
+            f"a Secrets Manager secret ARN holding the API key of stage '{name}' (inference.apiKey.enabled)",
+        )
+    wire = "endpoint" if via is SmokeVia.ENDPOINT else "kubernetes-api"
+    return SmokeAccess(via=wire, pipeline_account=str(pipeline.account), pipeline_name=pipeline.name)
+
+
 def build_pipeline(
     scope: Construct, context: Mapping[str, Any], pipeline: PipelineConfig, build: Builder
 ) -> PipelineStack:
     """The PipelineStack with one LlamaStage per ``pipeline.stages`` entry, built by ``build``."""
     configs = stage_configs(context, pipeline)
 
-    def factory(config: AppConfig) -> Callable[[Construct, str], cdk.Stage]:
-        return lambda stage_scope, stage_id: LlamaStage(stage_scope, stage_id, config=config, build=build)
+    def factory(name: str, config: AppConfig) -> Callable[[Construct, str], cdk.Stage]:
+        smoke = smoke_access(name, config, pipeline)  # validated before any construct exists
+        return lambda stage_scope, stage_id: LlamaStage(
+            stage_scope, stage_id, config=config, build=build, smoke=smoke
+        )
 
     targets = [
-        StageTarget(env_name=name, account=str(c.aws.account), region=c.aws.region, create=factory(c))
+        StageTarget(env_name=name, account=str(c.aws.account), region=c.aws.region, create=factory(name, c))
         for name, c in configs.items()
     ]
     return PipelineStack(

@@ -8,20 +8,21 @@ approval, each followed by a smoke test against its endpoint.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import aws_cdk as cdk
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_codecommit as codecommit
 from aws_cdk import aws_codepipeline as codepipeline
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import pipelines
 from constructs import Construct
 
 from stacks.common import acknowledge
 from stacks.config.pipeline import PipelineConfig, SourceConfig
+from stacks.stage import SmokeTestSpec
 
 #: CodeBuild image of every step: Amazon Linux based standard 7.0 (Python 3.11 and Node 20 available).
 BUILD_IMAGE = codebuild.LinuxBuildImage.STANDARD_7_0
@@ -40,16 +41,12 @@ SYNTH_COMMAND = "npx cdk synth -c deployMode=pipeline"
 TEST_COMMAND = "make test"
 
 
-class SmokeTestable(Protocol):
-    def smoke_test_outputs(self) -> Mapping[str, cdk.CfnOutput]: ...
-
-
 @dataclass(frozen=True)
 class StageTarget:
     """One environment the pipeline deploys: where, and how to build its ``cdk.Stage``.
 
-    ``create(scope, construct_id)`` returns the stage (``LlamaStage``); stages that have a
-    ``smoke_test_outputs()`` method get a post-deploy smoke test when it returns outputs.
+    ``create(scope, construct_id)`` returns the stage (``LlamaStage``); a stage whose ``smoke_test`` is a
+    :class:`SmokeTestSpec` gets a post-deploy smoke test.
     """
 
     env_name: str
@@ -138,7 +135,7 @@ class PipelineStack(cdk.Stack):
         )
 
         self.stages: dict[str, cdk.Stage] = {}
-        self.smoke_tests: dict[str, pipelines.Step] = {}
+        self.smoke_tests: dict[str, pipelines.CodeBuildStep] = {}
         self.approvals: dict[str, pipelines.Step] = {}
         for target in targets:
             sid = stage_id(target.env_name)
@@ -196,7 +193,9 @@ class PipelineStack(cdk.Stack):
                 "Limited to the pipeline's own artifacts key (the statement's only resource): writing an "
                 "encrypted artifact needs a data key per object.",
             )
-        for project in (self.pipeline.synth_project, self.pipeline.self_mutation_project):
+        projects = [self.pipeline.synth_project, self.pipeline.self_mutation_project]
+        projects += [step.project for step in self.smoke_tests.values()]
+        for project in projects:
             name = lid(project)
             own = (
                 f"CodeBuild writes this project's logs and test reports under names it derives from the "
@@ -257,21 +256,35 @@ class PipelineStack(cdk.Stack):
             action_name="Source",
         )
 
-    def _smoke_test(self, stage: cdk.Stage, sid: str) -> pipelines.Step | None:
+    def _smoke_test(self, stage: cdk.Stage, sid: str) -> pipelines.CodeBuildStep | None:
         smoke = self.config.smoke_test
-        outputs_of = getattr(stage, "smoke_test_outputs", None)
-        outputs = dict(outputs_of()) if (smoke.enabled and outputs_of is not None) else {}
-        if not outputs:
+        spec: SmokeTestSpec | None = getattr(stage, "smoke_test", None)
+        if not smoke.enabled or spec is None:
             return None
+        env_vars: dict[str, codebuild.BuildEnvironmentVariable] = {}
+        if smoke.api_key_secret_arn and spec.env.get("LLAMA_SMOKE_VIA") == "endpoint":
+            env_vars["LLAMA_API_KEY"] = codebuild.BuildEnvironmentVariable(
+                type=codebuild.BuildEnvironmentVariableType.SECRETS_MANAGER, value=smoke.api_key_secret_arn
+            )
+        statements = []
+        if spec.assume_role_arn:
+            statements.append(
+                iam.PolicyStatement(actions=["sts:AssumeRole"], resources=[spec.assume_role_arn])
+            )
         return pipelines.CodeBuildStep(
             "SmokeTest",
-            # The deployed commit's own smoke script (stdlib only; no install step).
+            # The deployed commit's own smoke script (stdlib + the AWS CLI of the image; no install step).
             input=self.source,
-            env_from_cfn_outputs=outputs,
+            env_from_cfn_outputs=dict(spec.outputs),
             env={
+                **spec.env,
                 "READY_TIMEOUT_S": str(smoke.ready_timeout_s),
                 "PREDICT_TIMEOUT_S": str(smoke.predict_timeout_s),
             },
+            build_environment=codebuild.BuildEnvironment(environment_variables=env_vars)
+            if env_vars
+            else None,
+            role_policy_statements=statements or None,
             commands=["python3 stacks/pipeline_smoke.py"],
             timeout=cdk.Duration.seconds(smoke.ready_timeout_s + smoke.predict_timeout_s + 300),
         )

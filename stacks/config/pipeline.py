@@ -20,7 +20,13 @@ Context layout (top level of ``cdk.json`` context; both are global, not per envi
       "crossAccountKeys": "auto",    # auto: a customer-managed KMS key when any stage is in another account
       "synthComputeType": "large",   # CodeBuild size of the synth step (it runs `make test`)
       "dockerHubSecretArn": null,    # Secrets Manager secret {username, secret} for Docker Hub pulls
-      "smokeTest": {"enabled": true, "readyTimeoutSeconds": 1200, "predictTimeoutSeconds": 300}
+      "smokeTest": {
+        "enabled": true,
+        "via": "auto",               # endpoint (internet-facing NLB) | kubernetesApi (API server proxy)
+        "readyTimeoutSeconds": 1200,
+        "predictTimeoutSeconds": 300,
+        "apiKeySecretArn": null      # Secrets Manager secret with the API key (inference.apiKey.enabled)
+      }
     }
 
 Every value is validated on load; errors name the dotted key, the bad value and what is allowed.
@@ -90,6 +96,14 @@ class SourceProvider(StrEnum):
         return self is not SourceProvider.CODECOMMIT
 
 
+class SmokeVia(StrEnum):
+    """How the post-deploy smoke test reaches a stage's service."""
+
+    AUTO = "auto"  # endpoint for an internet-facing NLB, kubernetesApi for an internal one
+    ENDPOINT = "endpoint"  # straight to the NLB hostname
+    KUBERNETES_API = "kubernetesApi"  # through the EKS API server's service proxy
+
+
 class CrossAccountKeys(StrEnum):
     AUTO = "auto"  # a customer-managed key exactly when some stage deploys to another account
     ALWAYS = "always"
@@ -115,13 +129,17 @@ class SourceConfig:
 class SmokeTestConfig:
     """Post-deploy check of each stage: GET /readyz until ready, then the seed's POST /predict.
 
-    Defaults: enabled; wait up to 1200 s for readiness (a GPU node from Karpenter plus the model download
-    and load take minutes), 300 s for the /predict answer.
+    Defaults: enabled; ``via`` auto (see :class:`SmokeVia`); wait up to 1200 s for readiness (a GPU node
+    from Karpenter plus the model download and load take minutes), 300 s for the /predict answer;
+    ``api_key_secret_arn`` (a Secrets Manager secret with the service's API key) only needed for stages
+    with ``inference.apiKey.enabled``.
     """
 
     enabled: bool = True
+    via: SmokeVia = SmokeVia.AUTO
     ready_timeout_s: int = 1200
     predict_timeout_s: int = 300
+    api_key_secret_arn: str | None = None
 
 
 @dataclass(frozen=True)
@@ -270,14 +288,23 @@ def _source(s: Section) -> SourceConfig:
 
 
 def _smoke(s: Section) -> SmokeTestConfig:
+    secret = s.raw("apiKeySecretArn", None)
+    if secret is not None and (not isinstance(secret, str) or not _SECRET_ARN.match(secret)):
+        raise ConfigError(
+            s.key("apiKeySecretArn"),
+            secret,
+            "null or a Secrets Manager secret ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)",
+        )
     cfg = SmokeTestConfig(
         enabled=s.boolean("enabled", SmokeTestConfig.enabled),
+        via=SmokeVia(s.string("via", SmokeTestConfig.via.value, choices=[v.value for v in SmokeVia])),
         ready_timeout_s=s.integer(
             "readyTimeoutSeconds", SmokeTestConfig.ready_timeout_s, minimum=30, maximum=3600
         ),
         predict_timeout_s=s.integer(
             "predictTimeoutSeconds", SmokeTestConfig.predict_timeout_s, minimum=10, maximum=900
         ),
+        api_key_secret_arn=secret,
     )
     s.reject_unknown()
     return cfg

@@ -123,13 +123,21 @@ class TinyStacks:
 class TinyInference:
     """Stands in for the inference stack in wiring tests only: one stack with an endpoint output."""
 
-    def __init__(self, scope: Any, config: Any) -> None:
+    def __new__(cls, scope: Any, config: Any) -> Any:
         import aws_cdk as cdk
         from aws_cdk import aws_ssm as ssm
 
-        self.stack = cdk.Stack(scope, "Inference", stack_name=f"{config.stack_prefix}-inference")
-        param = ssm.StringParameter(self.stack, "Endpoint", string_value="llama.example.internal")
-        self.endpoint_output = cdk.CfnOutput(self.stack, "EndpointHostname", value=param.string_value)
+        stack = cdk.Stack(scope, "Inference", stack_name=f"{config.stack_prefix}-inference")
+        param = ssm.StringParameter(stack, "Endpoint", string_value="llama.example.internal")
+        cdk.CfnOutput(stack, "EndpointHostname", value=param.string_value)
+        return stack
+
+
+#: Wiring tests expose the (stand-in) service on an internet-facing NLB: the smoke test goes to the endpoint.
+INTERNET_FACING = {
+    "inference.exposure.scheme": "internet-facing",
+    "inference.exposure.sourceRanges": ["203.0.113.0/24"],
+}
 
 
 def tiny_builder(calls: list[Any] | None = None) -> Any:

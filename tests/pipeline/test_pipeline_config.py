@@ -261,3 +261,100 @@ def test_direct_mode_still_validates_a_present_section() -> None:
 
 def test_direct_mode_needs_no_pipeline_account() -> None:
     assert not load_pipeline_config(_ctx("direct", account=None, source=None)).enabled
+
+
+# ------------------------------------------------------------ how the smoke test reaches each stage
+
+
+def _stage(pipeline_changes: dict[str, Any], **overrides: Any) -> tuple[Any, Any]:
+    from tests.pipeline.conftest import pipeline_context
+
+    context = pipeline_context({**PIPELINE_SECTION, **pipeline_changes}, **overrides)
+    return load_config({**context, "env": "prod"}), load_pipeline_config(context)
+
+
+INTERNET = {
+    "inference.exposure.scheme": "internet-facing",
+    "inference.exposure.sourceRanges": ["203.0.113.0/24"],
+}
+
+
+@pytest.mark.parametrize(
+    ("via", "overrides", "expected"),
+    [
+        ("auto", {}, "kubernetes-api"),
+        ("auto", INTERNET, "endpoint"),
+        ("kubernetesApi", INTERNET, "kubernetes-api"),
+        ("endpoint", INTERNET, "endpoint"),
+    ],
+)
+def test_smoke_via(via: str, overrides: dict[str, Any], expected: str) -> None:
+    from stacks.pipeline_app import smoke_access
+
+    config, pipeline = _stage({"smokeTest": {"via": via}}, **overrides)
+    access = smoke_access("prod", config, pipeline)
+    assert access is not None
+    assert (access.via, access.pipeline_account, access.pipeline_name) == (
+        expected,
+        "111111111111",
+        "llama-eks-pipeline",
+    )
+
+
+def test_smoke_off_means_no_access() -> None:
+    from stacks.pipeline_app import smoke_access
+
+    config, pipeline = _stage({"smokeTest": {"enabled": False}})
+    assert smoke_access("prod", config, pipeline) is None
+
+
+@pytest.mark.parametrize(
+    ("smoke", "overrides", "message"),
+    [
+        (
+            {"via": "endpoint"},
+            {},
+            "Invalid config 'pipeline.smokeTest.via': 'endpoint'. "
+            "Allowed: 'auto' or 'kubernetesApi' for stage 'prod': its NLB is internal (inference.exposure.scheme), CodeBuild cannot reach it.",
+        ),
+        (
+            {},
+            {"cluster.endpointAccess": "private"},
+            "Invalid config 'pipeline.smokeTest.enabled': True. "
+            "Allowed: false for stage 'prod': its cluster API is private (cluster.endpointAccess) and its NLB internal, so CodeBuild outside the VPC reaches "
+            "neither.",
+        ),
+        (
+            {},
+            {"inference.apiKey.enabled": True},
+            "Invalid config 'pipeline.smokeTest.via': 'auto'. "
+            "Allowed: 'endpoint' (with an internet-facing NLB) for stage 'prod': inference.apiKey.enabled "
+            "needs the bearer header, which the API server's proxy does not pass on.",
+        ),
+        (
+            {},
+            {**INTERNET, "inference.apiKey.enabled": True},
+            "Invalid config 'pipeline.smokeTest.apiKeySecretArn': None. "
+            "Allowed: a Secrets Manager secret ARN holding the API key of stage 'prod' (inference.apiKey.enabled).",
+        ),
+        (
+            {"via": "ssh"},
+            {},
+            "Invalid config 'pipeline.smokeTest.via': 'ssh'. Allowed: one of ['auto', 'endpoint', "
+            "'kubernetesApi'].",
+        ),
+        (
+            {"apiKeySecretArn": "my-key"},
+            {},
+            "Invalid config 'pipeline.smokeTest.apiKeySecretArn': 'my-key'. "
+            "Allowed: null or a Secrets Manager secret ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME).",
+        ),
+    ],
+)
+def test_smoke_errors(smoke: dict[str, Any], overrides: dict[str, Any], message: str) -> None:
+    from stacks.pipeline_app import smoke_access
+
+    with pytest.raises(ConfigError) as err:
+        config, pipeline = _stage({"smokeTest": smoke}, **overrides)
+        smoke_access("prod", config, pipeline)
+    assert str(err.value) == message

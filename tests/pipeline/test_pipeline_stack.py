@@ -14,7 +14,13 @@ from aws_cdk.assertions import Match, Template
 from stacks.config.pipeline import CDK_ASSETS_VERSION, pinned_cdk_cli_version
 from tests.conftest import REPO
 from tests.helpers.cfn import cfn_lint, normalize_template, unacknowledged
-from tests.pipeline.conftest import CONNECTION_ARN, PROD_ACCOUNT, PipelineSynth
+from tests.pipeline.conftest import (
+    CONNECTION_ARN,
+    DEV_ACCOUNT,
+    PIPELINE_ACCOUNT,
+    PROD_ACCOUNT,
+    PipelineSynth,
+)
 
 
 def _buildspec(synth: PipelineSynth, project_logical_id_prefix: str) -> dict[str, Any]:
@@ -103,7 +109,7 @@ def test_self_mutation_deploys_the_pipeline_with_the_pinned_cli(pipeline_synth: 
 
 def test_assets_are_published_with_the_pinned_cdk_assets(pipeline_synth: PipelineSynth) -> None:
     actions = pipeline_synth.stage("Assets")["Actions"]
-    assert {a["Name"] for a in actions} >= {"FileAssets"}
+    assert {a["Name"] for a in actions} == {"FileAssets", "DockerAssets"}
     spec = _buildspec(pipeline_synth, "PipelineAssetsFileAsset")
     assert spec["phases"]["install"]["commands"] == [f"npm install -g cdk-assets@{CDK_ASSETS_VERSION}"]
     publish = spec["phases"]["build"]["commands"]
@@ -203,25 +209,102 @@ def test_artifacts_are_encrypted_with_a_rotated_customer_key_when_accounts_diffe
     assert pipeline_synth.stack.cross_account_keys is True
 
 
-def test_smoke_test_follows_each_stage_deploy(pipeline_synth: PipelineSynth) -> None:
-    has_endpoint = all(pipeline_synth.stack.stages[n].smoke_test_outputs() for n in ("dev", "prod"))
-    if not has_endpoint:
-        pytest.skip("no inference stack in the app yet: nothing exposes an endpoint to smoke-test")
-    for sid in ("Dev", "Prod"):
+def test_smoke_test_follows_each_stage_deploy_through_the_kubernetes_api(
+    pipeline_synth: PipelineSynth,
+) -> None:
+    # cdk.json's NLB is internal: `via: auto` goes through the API server's service proxy.
+    for sid, account, prefix in (
+        ("Dev", DEV_ACCOUNT, "llama-eks-dev"),
+        ("Prod", PROD_ACCOUNT, "llama-eks-prod"),
+    ):
         actions = pipeline_synth.stage(sid)["Actions"]
         (smoke,) = [a for a in actions if a["Name"] == "SmokeTest"]
-        last_deploy = max(a["RunOrder"] for a in actions if a["ActionTypeId"]["Provider"] == "CloudFormation")
-        assert smoke["RunOrder"] > last_deploy
-        env = json.loads(smoke["Configuration"]["EnvironmentVariables"])
-        (endpoint,) = [e for e in env if e["name"] == "LLAMA_ENDPOINT"]
-        assert re.fullmatch(r"#\{[\w-]+\.EndpointHostname\w*\}", endpoint["value"]), endpoint
+        deploys = [a for a in actions if a["ActionTypeId"]["Provider"] == "CloudFormation"]
+        assert smoke["RunOrder"] > max(a["RunOrder"] for a in deploys)
+        assert f"{prefix}-smoke-test" in {a["Configuration"]["StackName"] for a in deploys}
+        (cluster_deploy,) = [a for a in deploys if a["Name"] == f"{prefix}-cluster.Deploy"]
+        env = {e["name"]: e["value"] for e in json.loads(smoke["Configuration"]["EnvironmentVariables"])}
+        assert env == {"LLAMA_CLUSTER_NAME": f"#{{{cluster_deploy['Namespace']}.ClusterName}}"}
+        role_arn = f"arn:aws:iam::{account}:role/{prefix}-smoke-test"
+        (project,) = [
+            r
+            for lid, r in pipeline_synth.template["Resources"].items()
+            if r["Type"] == "AWS::CodeBuild::Project" and lid.startswith(f"Pipeline{sid}SmokeTest")
+        ]
+        static = {e["Name"]: e["Value"] for e in project["Properties"]["Environment"]["EnvironmentVariables"]}
+        assert static == {
+            "LLAMA_SMOKE_VIA": "kubernetes-api",
+            "LLAMA_CLUSTER_REGION": "us-west-2",
+            "LLAMA_SMOKE_ROLE_ARN": role_arn,
+            "LLAMA_NAMESPACE": "llama",
+            "LLAMA_SERVICE": "my-llama-svc",
+            "LLAMA_SERVICE_PORT": "80",
+            "READY_TIMEOUT_S": "1200",
+            "PREDICT_TIMEOUT_S": "300",
+        }
+        Template.from_json(pipeline_synth.template).has_resource_properties(
+            "AWS::IAM::Policy",
+            {
+                "PolicyDocument": {
+                    "Statement": Match.array_with(
+                        [{"Action": "sts:AssumeRole", "Effect": "Allow", "Resource": role_arn}]
+                    )
+                }
+            },
+        )
+
+
+def test_smoke_test_role_is_scoped_to_the_pipeline_and_the_namespace(pipeline_synth: PipelineSynth) -> None:
+    t = Template.from_json(pipeline_synth.stage_templates("Prod")["SmokeTest"])
+    t.has_resource_properties(
+        "AWS::IAM::Role",
+        {
+            "RoleName": "llama-eks-prod-smoke-test",
+            "MaxSessionDuration": 3600,
+            "AssumeRolePolicyDocument": {
+                "Statement": [
+                    {
+                        "Action": "sts:AssumeRole",
+                        "Effect": "Allow",
+                        "Principal": {"AWS": Match.string_like_regexp(PIPELINE_ACCOUNT)},
+                        "Condition": {
+                            "ArnLike": {
+                                "aws:PrincipalArn": {
+                                    "Fn::Join": [
+                                        "",
+                                        [
+                                            "arn:",
+                                            {"Ref": "AWS::Partition"},
+                                            f":iam::{PIPELINE_ACCOUNT}:role/llama-eks-pipeline-*",
+                                        ],
+                                    ]
+                                }
+                            }
+                        },
+                    }
+                ],
+            },
+        },
+    )
+    (entry,) = t.find_resources("AWS::EKS::AccessEntry").values()
+    (policy,) = entry["Properties"]["AccessPolicies"]
+    assert policy["AccessScope"] == {"Namespaces": ["llama"], "Type": "namespace"}
+    assert json.dumps(policy["PolicyArn"]).endswith(':eks::aws:cluster-access-policy/AmazonEKSEditPolicy"]]}')
+    assert entry["Properties"]["PrincipalArn"] == {"Fn::GetAtt": ["Role1ABCC5F0", "Arn"]}
+    t.resource_count_is("AWS::EKS::AccessEntry", 1)
 
 
 def test_pipeline_stack_is_the_only_top_level_stack(pipeline_synth: PipelineSynth) -> None:
     # Pipeline mode never also builds the stacks directly: they exist only inside the stages.
     assert [s.hierarchical_id for s in pipeline_synth.assembly.stacks] == ["Pipeline"]
-    assert set(pipeline_synth.stage_templates("Dev")) >= {"Network", "Cluster"}
-    assert set(pipeline_synth.stage_templates("Prod")) >= {"Network", "Cluster"}
+    for sid in ("Dev", "Prod"):
+        assert set(pipeline_synth.stage_templates(sid)) == {
+            "Network",
+            "Cluster",
+            "Addons",
+            "Inference",
+            "SmokeTest",
+        }
 
 
 def test_pinned_logical_ids(pipeline_synth: PipelineSynth) -> None:
@@ -255,18 +338,14 @@ def test_cfn_lint_clean(pipeline_synth: PipelineSynth) -> None:
         assert re.fullmatch(r":iam::\d{12}:role/cdk-hnb659fds-cfn-exec-role-\d{12}-[a-z0-9-]+", joined[1][2])
 
 
-def _own(findings: list[Any]) -> list[Any]:
-    """Findings of the pipeline's own constructs (the stages' stacks are validated by their own tests)."""
-    return [
-        f
-        for f in findings
-        if f.construct_path.startswith("Pipeline/")
-        and not f.construct_path.startswith(("Pipeline/Dev/", "Pipeline/Prod/"))
-    ]
+def test_cfn_lint_clean_smoke_test_stacks(pipeline_synth: PipelineSynth) -> None:
+    for sid in ("Dev", "Prod"):
+        assert cfn_lint(pipeline_synth.stage_templates(sid)["SmokeTest"]) == []
 
 
 def test_cdk_nag_aws_solutions_clean(pipeline_synth: PipelineSynth) -> None:
-    assert [str(f) for f in _own(unacknowledged(pipeline_synth.findings, "AwsSolutions"))] == []
+    # The whole assembly: the pipeline, its stages' SmokeTest stacks, and every stack with the prod config.
+    assert [str(f) for f in unacknowledged(pipeline_synth.findings, "AwsSolutions")] == []
 
 
 def test_nag_acknowledgements_have_product_reasons(pipeline_synth: PipelineSynth) -> None:

@@ -9,12 +9,13 @@ from typing import Any
 
 import aws_cdk as cdk
 import pytest
-from aws_cdk.assertions import Template
+from aws_cdk.assertions import Match, Template
 
 from stacks.config import ConfigError
 from stacks.pipeline_app import build
 from stacks.stage import LlamaStage
 from tests.pipeline.conftest import (
+    INTERNET_FACING,
     PIPELINE_SECTION,
     PipelineSynth,
     pipeline_context,
@@ -33,7 +34,10 @@ def _section(**changes: Any) -> dict[str, Any]:
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> PipelineSynth:
     """dev -> prod across two accounts, GitHub source, smoke tests on (the defaults)."""
     return synth_pipeline(
-        tmp_path_factory.mktemp("tiny"), pipeline_context(), builder=tiny_builder(), nag=False
+        tmp_path_factory.mktemp("tiny"),
+        pipeline_context(**INTERNET_FACING),
+        builder=tiny_builder(),
+        nag=False,
     )
 
 
@@ -56,7 +60,11 @@ def test_smoke_test_runs_after_every_stage_with_the_endpoint_output(tiny: Pipeli
         assert spec["phases"]["build"]["commands"] == ["python3 stacks/pipeline_smoke.py"]
         assert project["Properties"]["TimeoutInMinutes"] == (1200 + 300 + 300) // 60
         static = {e["Name"]: e["Value"] for e in project["Properties"]["Environment"]["EnvironmentVariables"]}
-        assert static == {"READY_TIMEOUT_S": "1200", "PREDICT_TIMEOUT_S": "300"}
+        assert static == {
+            "LLAMA_SMOKE_VIA": "endpoint",
+            "READY_TIMEOUT_S": "1200",
+            "PREDICT_TIMEOUT_S": "300",
+        }
 
 
 def test_smoke_test_reads_the_source_of_the_deployed_commit(tiny: PipelineSynth) -> None:
@@ -66,6 +74,7 @@ def test_smoke_test_reads_the_source_of_the_deployed_commit(tiny: PipelineSynth)
 
 
 DOCKER_HUB_SECRET = "arn:aws:secretsmanager:us-west-2:111111111111:secret:dockerhub-AbCdEf"
+API_KEY_SECRET = "arn:aws:secretsmanager:us-west-2:111111111111:secret:llama-api-key-AbCdEf"
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +85,13 @@ def codecommit_one_account(tmp_path_factory: pytest.TempPathFactory) -> Pipeline
         stages=["dev"],
         approvalStages=[],
         dockerHubSecretArn=DOCKER_HUB_SECRET,
+        smokeTest={"apiKeySecretArn": API_KEY_SECRET},
     )
     return synth_pipeline(
-        tmp_path_factory.mktemp("codecommit"), pipeline_context(section), builder=tiny_builder(), nag=False
+        tmp_path_factory.mktemp("codecommit"),
+        pipeline_context(section, **INTERNET_FACING),
+        builder=tiny_builder(),
+        nag=False,
     )
 
 
@@ -87,7 +100,10 @@ def reversed_no_smoke(tmp_path_factory: pytest.TempPathFactory) -> PipelineSynth
     """prod before dev, approval on dev, smoke tests off."""
     section = _section(stages=["prod", "dev"], approvalStages=["dev"], smokeTest={"enabled": False})
     return synth_pipeline(
-        tmp_path_factory.mktemp("reversed"), pipeline_context(section), builder=tiny_builder(), nag=False
+        tmp_path_factory.mktemp("reversed"),
+        pipeline_context(section, **INTERNET_FACING),
+        builder=tiny_builder(),
+        nag=False,
     )
 
 
@@ -135,6 +151,37 @@ def test_one_account_uses_the_aws_managed_key(codecommit_one_account: PipelineSy
     assert codecommit_one_account.stack.cross_account_keys is False
 
 
+def test_smoke_test_gets_the_api_key_from_secrets_manager(codecommit_one_account: PipelineSynth) -> None:
+    (project,) = [
+        r
+        for lid, r in codecommit_one_account.template["Resources"].items()
+        if r["Type"] == "AWS::CodeBuild::Project" and lid.startswith("PipelineDevSmokeTest")
+    ]
+    env = {e["Name"]: e for e in project["Properties"]["Environment"]["EnvironmentVariables"]}
+    assert env["LLAMA_API_KEY"] == {
+        "Name": "LLAMA_API_KEY",
+        "Type": "SECRETS_MANAGER",
+        "Value": API_KEY_SECRET,
+    }
+    Template.from_json(codecommit_one_account.template).has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Action": "secretsmanager:GetSecretValue",
+                                "Resource": Match.string_like_regexp("llama-api-key"),
+                            }
+                        )
+                    ]
+                )
+            }
+        },
+    )
+
+
 def test_docker_hub_credentials_are_used_when_configured(codecommit_one_account: PipelineSynth) -> None:
     spec = next(
         json.loads(r["Properties"]["Source"]["BuildSpec"])
@@ -158,12 +205,12 @@ def test_direct_mode_builds_the_stacks_and_no_pipeline() -> None:
     assert [child.node.id for child in app.node.children] == ["Inference"]
     ((scope, config),) = calls
     assert scope is app and config.env_name == "dev"
-    assert result.inference.endpoint_output is not None
+    assert result.inference.node.try_find_child("EndpointHostname") is not None
 
 
 def test_pipeline_mode_builds_each_stage_once_with_its_own_config() -> None:
     calls: list[Any] = []
-    app = cdk.App(context=pipeline_context())
+    app = cdk.App(context=pipeline_context(**INTERNET_FACING))
     build(app, app.node.get_all_context(), tiny_builder(calls))
     assert [child.node.id for child in app.node.children] == ["Pipeline"]
     assert [(type(scope), scope.node.id, config.env_name, config.aws.account) for scope, config in calls] == [

@@ -48,10 +48,14 @@ def service() -> Iterator[tuple[Service, str]]:
             self.end_headers()
             self.wfile.write(body)
 
+        def route(self) -> str:
+            # The API server's service proxy prefix, as the kubernetes-api mode sends it.
+            return self.path.split("/proxy", 1)[1] if "/proxy/" in self.path else self.path
+
         def do_GET(self) -> None:
             with state.lock:
                 state.requests.append(("GET", self.path, dict(self.headers), b""))
-                if self.path == "/readyz":
+                if self.route() == "/readyz":
                     if state.not_ready > 0:
                         state.not_ready -= 1
                         return self._reply(503, b'{"status":"loading"}')
@@ -62,7 +66,7 @@ def service() -> Iterator[tuple[Service, str]]:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             with state.lock:
                 state.requests.append(("POST", self.path, dict(self.headers), body))
-            if self.path == "/predict":
+            if self.route() == "/predict":
                 return self._reply(*state.predict)
             self._reply(404, b"{}")
 
@@ -148,7 +152,7 @@ def test_wait_ready_is_bounded_by_the_clock() -> None:
 
     with pytest.raises(smoke.SmokeTestFailed):
         smoke.wait_ready(
-            "http://127.0.0.1:9",
+            smoke.Target("http://127.0.0.1:9"),
             timeout_s=60,
             interval_s=15,
             clock=lambda: now[0],
@@ -172,3 +176,72 @@ def test_runs_as_the_pipeline_runs_it(service: tuple[Service, str]) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "SMOKE TEST PASSED" in proc.stdout
+
+
+class FakeAws:
+    """The AWS CLI calls of the kubernetes-api mode, answered like AWS would (no AWS here)."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.calls: list[tuple[list[str], dict[str, str]]] = []
+
+    def __call__(self, args: list[str], env: dict[str, str]) -> dict[str, Any]:
+        self.calls.append((args, env))
+        if args[:2] == ["sts", "assume-role"]:
+            return {"Credentials": {"AccessKeyId": "AKIA1", "SecretAccessKey": "s", "SessionToken": "t"}}
+        if args[:2] == ["eks", "describe-cluster"]:
+            return {"cluster": {"endpoint": self.endpoint, "certificateAuthority": {"data": ""}}}
+        if args[:2] == ["eks", "get-token"]:
+            return {"status": {"token": f"k8s-aws-v1.token{len(self.calls)}"}}
+        raise AssertionError(args)
+
+
+def test_kubernetes_api_mode_goes_through_the_service_proxy_as_the_smoke_role(
+    service: tuple[Service, str],
+) -> None:
+    state, endpoint = service
+    state.not_ready = 1
+    aws = FakeAws(f"http://{endpoint}")
+    role = "arn:aws:iam::222222222222:role/llama-eks-prod-smoke-test"
+    argv = ["--via", "kubernetes-api", "--cluster", "llama-eks-prod", "--region", "us-west-2"]
+    argv += ["--role-arn", role, "--namespace", "llama", "--service", "my-llama-svc", "--interval", "0.01"]
+    assert smoke.main(argv, aws=aws) == 0
+    proxy = "/api/v1/namespaces/llama/services/my-llama-svc:80/proxy"
+    assert [(m, p) for m, p, _, _ in state.requests] == [
+        ("GET", f"{proxy}/readyz"),
+        ("GET", f"{proxy}/readyz"),
+        ("POST", f"{proxy}/predict"),
+    ]
+    assert all(h["Authorization"] == "Bearer k8s-aws-v1.token3" for _, _, h, _ in state.requests)
+    (assume, _), (describe, env), (token, token_env) = aws.calls
+    assert assume == ["sts", "assume-role", "--role-arn", role, "--role-session-name", "llama-eks-smoke-test"]
+    assert describe == ["eks", "describe-cluster", "--name", "llama-eks-prod", "--region", "us-west-2"]
+    assert token == ["eks", "get-token", "--cluster-name", "llama-eks-prod", "--region", "us-west-2"]
+    # The EKS calls run as the assumed role, never as the CodeBuild role itself.
+    assert env["AWS_SESSION_TOKEN"] == token_env["AWS_SESSION_TOKEN"] == "t"
+
+
+def test_kubernetes_api_token_is_reminted_before_it_expires() -> None:
+    now = [0.0]
+    aws = FakeAws("http://127.0.0.1:9")
+    target = smoke.kubernetes_api_target(
+        cluster="c",
+        region="us-west-2",
+        role_arn="arn:aws:iam::1:role/r",
+        namespace="n",
+        service="s",
+        port="80",
+        aws=aws,
+        clock=lambda: now[0],
+    )
+    first = target.headers()["Authorization"]
+    now[0] = smoke.TOKEN_REFRESH_S - 1
+    assert target.headers()["Authorization"] == first
+    now[0] = smoke.TOKEN_REFRESH_S + 1
+    assert target.headers()["Authorization"] != first
+    assert [a[:2] for a, _ in aws.calls].count(["eks", "get-token"]) == 2
+
+
+def test_kubernetes_api_mode_fails_clearly_without_a_cluster_name(capsys: Any) -> None:
+    assert smoke.main(["--via", "kubernetes-api", "--cluster", ""], aws=FakeAws("http://x")) == 1
+    assert "the cluster name is empty" in capsys.readouterr().err
