@@ -104,6 +104,7 @@ def test_pipeline_overrides_do_not_disturb_the_environment_config() -> None:
     "arn",
     [
         CONNECTION_ARN,
+        ""
         "arn:aws:codestar-connections:eu-central-1:123456789012:connection/0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d",
     ],
 )
@@ -315,13 +316,15 @@ def test_smoke_off_means_no_access() -> None:
             {"via": "endpoint"},
             {},
             "Invalid config 'pipeline.smokeTest.via': 'endpoint'. "
-            "Allowed: 'auto' or 'kubernetesApi' for stage 'prod': its NLB is internal (inference.exposure.scheme), CodeBuild cannot reach it.",
+            "Allowed: 'auto' or 'kubernetesApi' for stage 'prod': its NLB is internal "
+            "(inference.exposure.scheme), CodeBuild cannot reach it.",
         ),
         (
             {},
             {"cluster.endpointAccess": "private"},
             "Invalid config 'pipeline.smokeTest.enabled': True. "
-            "Allowed: false for stage 'prod': its cluster API is private (cluster.endpointAccess) and its NLB internal, so CodeBuild outside the VPC reaches "
+            "Allowed: false for stage 'prod': its cluster API is private (cluster.endpointAccess) and its "
+            "NLB internal, so CodeBuild outside the VPC reaches "
             "neither.",
         ),
         (
@@ -335,7 +338,8 @@ def test_smoke_off_means_no_access() -> None:
             {},
             {**INTERNET, "inference.apiKey.enabled": True},
             "Invalid config 'pipeline.smokeTest.apiKeySecretArn': None. "
-            "Allowed: a Secrets Manager secret ARN holding the API key of stage 'prod' (inference.apiKey.enabled).",
+            "Allowed: a Secrets Manager secret ARN holding the API key of stage 'prod' "
+            "(inference.apiKey.enabled).",
         ),
         (
             {"via": "ssh"},
@@ -347,7 +351,8 @@ def test_smoke_off_means_no_access() -> None:
             {"apiKeySecretArn": "my-key"},
             {},
             "Invalid config 'pipeline.smokeTest.apiKeySecretArn': 'my-key'. "
-            "Allowed: null or a Secrets Manager secret ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME).",
+            "Allowed: null or a Secrets Manager secret ARN "
+            "(arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME).",
         ),
     ],
 )
