@@ -77,9 +77,23 @@ class PipelineStack(cdk.Stack):
             raise ValueError("PipelineStack needs config.source (validated by load_pipeline_config)")
         self.config = config
         self.source = self._source(config.source)
+        # Synth and the tests read CRDs and IAM reference files from ../shared, as in CI.
+        additional = {}
+        if config.source.shared_data is not None:
+            shared = config.source.shared_data
+            additional["../shared"] = self._source(
+                config.source, shared.repository, shared.branch, "SharedData"
+            )
+        else:
+            cdk.Annotations.of(self).add_warning_v2(
+                "llama-eks:noSharedData",
+                "pipeline.source.sharedData is not set: the synth step expects ../shared (CRDs, IAM "
+                "reference files) to come from the source itself.",
+            )
         self.synth_step = pipelines.CodeBuildStep(
             "Synth",
             input=self.source,
+            additional_inputs=additional or None,
             install_commands=["npm ci --no-audit --no-fund"],
             commands=[TEST_COMMAND, SYNTH_COMMAND],
             primary_output_directory="cdk.out",
@@ -242,18 +256,25 @@ class PipelineStack(cdk.Stack):
             "server access logs, which would need another bucket that is itself unlogged.",
         )
 
-    def _source(self, source: SourceConfig) -> pipelines.CodePipelineSource:
+    def _source(
+        self,
+        source: SourceConfig,
+        repository: str | None = None,
+        branch: str | None = None,
+        action_name: str = "Source",
+    ) -> pipelines.CodePipelineSource:
+        """A source action of the configured provider (the main repository unless ``repository``)."""
+        repository = repository or source.repository
+        branch = branch or source.branch
         if source.connection_arn is None:  # CodeCommit
-            repository = codecommit.Repository.from_repository_name(
-                self, "SourceRepository", source.repository
-            )
-            return pipelines.CodePipelineSource.code_commit(repository, source.branch, action_name="Source")
+            repo = codecommit.Repository.from_repository_name(self, f"{action_name}Repository", repository)
+            return pipelines.CodePipelineSource.code_commit(repo, branch, action_name=action_name)
         return pipelines.CodePipelineSource.connection(
-            source.repository,
-            source.branch,
+            repository,
+            branch,
             connection_arn=source.connection_arn,
             trigger_on_push=source.trigger_on_push,
-            action_name="Source",
+            action_name=action_name,
         )
 
     def _smoke_test(self, stage: cdk.Stage, sid: str) -> pipelines.CodeBuildStep | None:

@@ -13,7 +13,8 @@ Context layout (top level of ``cdk.json`` context; both are global, not per envi
         "connectionArn": "arn:aws:codeconnections:us-west-2:111111111111:connection/<uuid>",
         "repository": "my-org/llama-eks",   # owner/name (GitLab: group/subgroup/name); CodeCommit: name
         "branch": "main",
-        "triggerOnPush": true
+        "triggerOnPush": true,
+        "sharedData": {"repository": "my-org/llama-eks-shared", "branch": "main"}  # -> ../shared
       },
       "stages": ["dev", "prod"],     # environments (keys of "environments"), deployed in this order
       "approvalStages": ["prod"],    # stages that wait for a ManualApprovalStep before they deploy
@@ -115,6 +116,15 @@ COMPUTE_TYPES: tuple[str, ...] = ("small", "medium", "large", "xlarge", "2xlarge
 
 
 @dataclass(frozen=True)
+class SharedDataConfig:
+    """A second repository (same provider and connection) checked out beside the source as ``../shared``:
+    the CRDs and IAM reference files that synth and the tests read (CI has them beside the clone)."""
+
+    repository: str
+    branch: str = "main"
+
+
+@dataclass(frozen=True)
 class SourceConfig:
     """Where commits come from. ``connection_arn`` is None exactly for CodeCommit."""
 
@@ -123,6 +133,7 @@ class SourceConfig:
     branch: str = "main"
     connection_arn: str | None = None
     trigger_on_push: bool = True
+    shared_data: SharedDataConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -253,15 +264,27 @@ def from_section(s: Section, deploy_mode: str = DeployMode.DIRECT.value) -> Pipe
     )
 
 
+def _repository(s: Section, name: str, provider: SourceProvider) -> str:
+    repository = s.string(name)
+    if provider.uses_connection and not _CONNECTION_REPO.match(repository):
+        raise ConfigError(s.key(name), repository, f"'owner/name' of the {provider.value} repository")
+    if not provider.uses_connection and not _CODECOMMIT_REPO.match(repository):
+        raise ConfigError(s.key(name), repository, "a CodeCommit repository name (letters, digits, . _ -)")
+    return repository
+
+
+def _branch(s: Section) -> str:
+    branch = s.string("branch", "main")
+    if not _BRANCH.match(branch):
+        raise ConfigError(s.key("branch"), branch, "a git branch name")
+    return branch
+
+
 def _source(s: Section) -> SourceConfig:
     provider = SourceProvider(s.string("provider", choices=[p.value for p in SourceProvider]))
-    repository = s.string("repository")
+    repository = _repository(s, "repository", provider)
+    arn = s.raw("connectionArn", None)
     if provider.uses_connection:
-        if not _CONNECTION_REPO.match(repository):
-            raise ConfigError(
-                s.key("repository"), repository, f"'owner/name' of the {provider.value} repository"
-            )
-        arn = s.raw("connectionArn", None)
         if not isinstance(arn, str) or not _CONNECTION_ARN.match(arn):
             raise ConfigError(
                 s.key("connectionArn"),
@@ -269,21 +292,23 @@ def _source(s: Section) -> SourceConfig:
                 "a CodeStar Connections ARN: arn:aws:codeconnections:REGION:ACCOUNT:connection/UUID "
                 "(or codestar-connections)",
             )
-    else:
-        if not _CODECOMMIT_REPO.match(repository):
-            raise ConfigError(
-                s.key("repository"), repository, "a CodeCommit repository name (letters, digits, . _ -)"
-            )
-        arn = s.raw("connectionArn", None)
-        if arn is not None:
-            raise ConfigError(s.key("connectionArn"), arn, "null for provider 'codecommit'")
-    branch = s.string("branch", "main")
-    if not _BRANCH.match(branch):
-        raise ConfigError(s.key("branch"), branch, "a git branch name")
+    elif arn is not None:
+        raise ConfigError(s.key("connectionArn"), arn, "null for provider 'codecommit'")
+    branch = _branch(s)
     trigger = s.boolean("triggerOnPush", True)
+    shared = None
+    if s.has("sharedData"):
+        d = s.section("sharedData")
+        shared = SharedDataConfig(repository=_repository(d, "repository", provider), branch=_branch(d))
+        d.reject_unknown()
     s.reject_unknown()
     return SourceConfig(
-        provider=provider, repository=repository, branch=branch, connection_arn=arn, trigger_on_push=trigger
+        provider=provider,
+        repository=repository,
+        branch=branch,
+        connection_arn=arn,
+        trigger_on_push=trigger,
+        shared_data=shared,
     )
 
 

@@ -33,6 +33,7 @@ PIPELINE_SECTION: dict[str, Any] = {
         "connectionArn": CONNECTION_ARN,
         "repository": "acme/llama-eks",
         "branch": "main",
+        "sharedData": {"repository": "acme/llama-eks-shared", "branch": "main"},
     },
     "stages": ["dev", "prod"],
     "approvalStages": ["prod"],

@@ -195,7 +195,7 @@ ARN_ALLOWED = (
         (
             _ctx(source=_source(banch="main")),
             "Invalid config 'pipeline.source.banch': 'main'. Allowed: known keys of 'pipeline.source' are "
-            "['branch', 'connectionArn', 'provider', 'repository', 'triggerOnPush'].",
+            "['branch', 'connectionArn', 'provider', 'repository', 'sharedData', 'triggerOnPush'].",
         ),
         (
             _ctx(stages=[]),
@@ -363,3 +363,29 @@ def test_smoke_errors(smoke: dict[str, Any], overrides: dict[str, Any], message:
         config, pipeline = _stage({"smokeTest": smoke}, **overrides)
         smoke_access("prod", config, pipeline)
     assert str(err.value) == message
+
+
+def test_shared_data_repository() -> None:
+    source = load_pipeline_config(_ctx()).source
+    assert source is not None and source.shared_data is not None
+    assert (source.shared_data.repository, source.shared_data.branch) == ("acme/llama-eks-shared", "main")
+    assert load_pipeline_config(_ctx(source=_source(sharedData=None))).source.shared_data is None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("shared", "message"),
+    [
+        (
+            {"repository": "shared"},
+            "Invalid config 'pipeline.source.sharedData.repository': 'shared'. "
+            "Allowed: 'owner/name' of the github repository.",
+        ),
+        (
+            {"repository": "acme/shared", "tag": "v1"},
+            "Invalid config 'pipeline.source.sharedData.tag': 'v1'. "
+            "Allowed: known keys of 'pipeline.source.sharedData' are ['branch', 'repository'].",
+        ),
+    ],
+)
+def test_shared_data_errors(shared: dict[str, Any], message: str) -> None:
+    assert _error(_ctx(source=_source(sharedData=shared))) == message

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import yaml
 from aws_cdk.assertions import Match, Template
+from syrupy.assertion import SnapshotAssertion
+from syrupy.extensions.json import JSONSnapshotExtension
 
 from stacks.config.pipeline import CDK_ASSETS_VERSION, pinned_cdk_cli_version
 from tests.conftest import REPO
@@ -48,25 +50,38 @@ def test_stages_in_order(pipeline_synth: PipelineSynth) -> None:
 
 
 def test_source_is_the_codestar_connection(pipeline_synth: PipelineSynth) -> None:
-    (action,) = pipeline_synth.stage("Source")["Actions"]
-    assert action["ActionTypeId"] == {
-        "Category": "Source",
-        "Owner": "AWS",
-        "Provider": "CodeStarSourceConnection",
-        "Version": "1",
-    }
-    assert action["Configuration"] == {
+    source, shared = sorted(pipeline_synth.stage("Source")["Actions"], key=lambda a: a["Name"] != "Source")
+    for action in (source, shared):
+        assert action["ActionTypeId"] == {
+            "Category": "Source",
+            "Owner": "AWS",
+            "Provider": "CodeStarSourceConnection",
+            "Version": "1",
+        }
+    assert source["Configuration"] == {
         "ConnectionArn": CONNECTION_ARN,
         "FullRepositoryId": "acme/llama-eks",
         "BranchName": "main",
         "DetectChanges": True,
     }
+    assert shared["Name"] == "SharedData"
+    assert shared["Configuration"]["FullRepositoryId"] == "acme/llama-eks-shared"
+
+
+def test_shared_data_is_checked_out_beside_the_source(pipeline_synth: PipelineSynth) -> None:
+    (synth,) = pipeline_synth.stage("Build")["Actions"]
+    assert len(synth["InputArtifacts"]) == 2
+    spec = _buildspec(pipeline_synth, "PipelineBuildSynthCdkBuildProject")
+    link, npm_ci = spec["phases"]["install"]["commands"]
+    assert link.startswith('[ ! -d "../shared" ] || {')
+    assert link.endswith('&& ln -s -- "$CODEBUILD_SRC_DIR_acme_llama_eks_shared_Source" "../shared"')
+    assert npm_ci == "npm ci --no-audit --no-fund"
 
 
 def test_synth_runs_the_tests_then_the_pinned_cli(pipeline_synth: PipelineSynth) -> None:
     spec = _buildspec(pipeline_synth, "PipelineBuildSynthCdkBuildProject")
     assert spec["phases"]["install"]["runtime-versions"] == {"python": "3.11", "nodejs": "20"}
-    assert spec["phases"]["install"]["commands"] == ["npm ci --no-audit --no-fund"]
+    assert spec["phases"]["install"]["commands"][-1] == "npm ci --no-audit --no-fund"
     assert spec["phases"]["build"]["commands"] == ["make test", "npx cdk synth -c deployMode=pipeline"]
     assert spec["artifacts"]["base-directory"] == "cdk.out"
     # npm ci installs the CLI pinned in package.json / package-lock.json (npx uses it, not `latest`).
@@ -368,8 +383,8 @@ def test_nag_acknowledgements_have_product_reasons(pipeline_synth: PipelineSynth
         assert "pipeline" in reason.lower() or "CodeBuild" in reason, (rule, reason)
 
 
-def test_snapshot(pipeline_synth: PipelineSynth, snapshot: Any) -> None:
-    assert normalize_pipeline(pipeline_synth.template) == snapshot
+def test_snapshot(pipeline_synth: PipelineSynth, snapshot: SnapshotAssertion) -> None:
+    assert normalize_pipeline(pipeline_synth.template) == snapshot.use_extension(JSONSnapshotExtension)
 
 
 def normalize_pipeline(template: dict[str, Any]) -> dict[str, Any]:

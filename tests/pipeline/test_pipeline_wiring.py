@@ -69,7 +69,7 @@ def test_smoke_test_runs_after_every_stage_with_the_endpoint_output(tiny: Pipeli
 
 def test_smoke_test_reads_the_source_of_the_deployed_commit(tiny: PipelineSynth) -> None:
     (smoke,) = [a for a in tiny.stage("Prod")["Actions"] if a["Name"] == "SmokeTest"]
-    (source,) = tiny.stage("Source")["Actions"]
+    (source,) = [a for a in tiny.stage("Source")["Actions"] if a["Name"] == "Source"]
     assert [i["Name"] for i in smoke["InputArtifacts"]] == [o["Name"] for o in source["OutputArtifacts"]]
 
 
