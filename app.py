@@ -97,8 +97,9 @@ def build_app(scope: Construct, config: AppConfig, *, today: datetime.date | Non
     return Stacks(network=network, cluster=cluster, addons=addons, inference=inference)
 
 
-def main() -> None:
-    app = cdk.App()
+def main(app: cdk.App | None = None) -> None:
+    """Entry point of ``cdk.json``'s app command (the CLI passes context through the environment)."""
+    app = app or cdk.App()
     try:
         # deployMode "direct": build_app's stacks; "pipeline": only the PipelineStack, whose stages
         # call build_app (stacks/pipeline_app.py). Never both.

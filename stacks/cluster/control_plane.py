@@ -80,6 +80,20 @@ class EksControlPlane(Construct):
             output_config_command=False,
         )
         self.cluster.node.add_dependency(self.log_group)
+        # EKS uses the cluster role to encrypt/decrypt secrets' data keys; aws_eks_v2 does not grant it.
+        # The policy must exist before the cluster: EKS checks key access when it creates the cluster.
+        grant = secrets_key.grant(
+            self.cluster.role, "kms:Encrypt", "kms:Decrypt", "kms:DescribeKey", "kms:ListGrants"
+        )
+        grant.assert_success()
+        cfn_cluster = self.cluster.node.default_child
+        assert isinstance(cfn_cluster, eks.CfnCluster)
+        cfn_cluster.node.add_dependency(self.cluster.role.node.find_child("DefaultPolicy"))
+        # Not exposed by the L2: what happens after standard support, and whether the cluster can be deleted.
+        cfn_cluster.upgrade_policy = eks.CfnCluster.UpgradePolicyProperty(
+            support_type=config.support_type.upper()
+        )
+        cfn_cluster.deletion_protection = config.deletion_protection
         self._acknowledge_cdk_managed_findings()
         for arn in config.admin_role_arns:
             # ID from the role name (not the list position): reordering the list must not replace entries.

@@ -18,6 +18,10 @@ MANAGED_ADDONS = ("coredns", "eks-pod-identity-agent", "kube-proxy", "metrics-se
 #: Without these the nodes never become Ready (bootstrapSelfManagedAddons is off).
 REQUIRED_ADDONS = ("coredns", "kube-proxy", "vpc-cni")
 
+#: EKS upgrade policy. extended: the version stays after standard support (extra cost per cluster hour);
+#: standard: EKS auto-upgrades the control plane when standard support ends.
+SUPPORT_TYPES = ("extended", "standard")
+
 _CLUSTER_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9-_]{0,99}$")
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 
@@ -42,6 +46,8 @@ class ClusterConfig:
     log_retention_days: int = 90
     admin_role_arns: tuple[str, ...] = ()
     managed_addons: tuple[str, ...] = MANAGED_ADDONS
+    support_type: str = "extended"
+    deletion_protection: bool = False
 
     @property
     def version_info(self) -> KubernetesVersionInfo:
@@ -105,6 +111,8 @@ def from_section(s: Section) -> ClusterConfig:
         log_retention_days=log_retention(s, "logRetentionDays", d.log_retention_days),
         admin_role_arns=arns,
         managed_addons=addons,
+        support_type=s.string("supportType", d.support_type, choices=SUPPORT_TYPES),
+        deletion_protection=s.boolean("deletionProtection", d.deletion_protection),
     )
     s.reject_unknown()
     return config

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import aws_cdk as cdk
+import pytest
 
 from app import build_app
 from stacks.config import load_config
@@ -19,3 +20,15 @@ def test_build_app_inside_a_stage_keeps_ids_and_names() -> None:
     assert stacks.cluster.stack_name == "llama-eks-prod-cluster"
     assert stacks.cluster.account == "222222222222"
     assert stacks.cluster.cluster.vpc is stacks.network.vpc
+
+
+def test_main_exits_with_the_config_error() -> None:
+    # What `cdk synth -c cluster.kubernetesVersion=1.30` runs, minus the CLI: a one-line error, no traceback.
+    from app import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(cdk.App(context={**cdk_json_context(), "cluster.kubernetesVersion": "1.30"}))
+    assert str(exit_info.value) == (
+        "cdk.json / -c context: Invalid config 'cluster.kubernetesVersion': '1.30'. Allowed: one of "
+        "['1.31', '1.32', '1.33', '1.34', '1.35'] (a string)."
+    )

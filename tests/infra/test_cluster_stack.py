@@ -13,6 +13,7 @@ import pytest
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk.assertions import Match, Template
 
+from stacks.config import GpuCapacity
 from tests.conftest import Synthesized
 
 CLUSTER = "ControlPlaneCluster8AFA2E51"
@@ -34,13 +35,18 @@ def resources(synthesized: Synthesized) -> dict[str, Any]:
     return synthesized.template("Cluster")["Resources"]
 
 
+@pytest.fixture(scope="module")
+def gpu_resources(variant: Synthesized) -> dict[str, Any]:
+    """Cluster resources of the variant, which sets compute.gpuCapacity=nodegroup explicitly."""
+    return variant.template("Cluster")["Resources"]
+
+
 def test_stateful_logical_ids_are_pinned(resources: dict[str, Any]) -> None:
     # A changed logical id replaces the resource: a new cluster, a new key (old secrets unreadable),
     # new nodes. Rename constructs only with a migration plan.
     assert resources[CLUSTER]["Type"] == "AWS::EKS::Cluster"
     assert resources[KEY]["Type"] == "AWS::KMS::Key"
     assert resources[SYSTEM_NG]["Type"] == "AWS::EKS::Nodegroup"
-    assert resources[GPU_NG]["Type"] == "AWS::EKS::Nodegroup"
     assert resources[NODE_SG]["Type"] == "AWS::EC2::SecurityGroup"
     assert resources[NODE_ROLE]["Type"] == "AWS::IAM::Role"
     assert resources[CONTROL_PLANE_LOGS]["Type"] == "AWS::Logs::LogGroup"
@@ -53,6 +59,12 @@ def test_native_cluster_version_name_and_no_auto_mode(resources: dict[str, Any])
     assert props["ComputeConfig"] == {"Enabled": False}
     assert props["BootstrapSelfManagedAddons"] is False
     assert props["KubernetesNetworkConfig"]["ElasticLoadBalancing"] == {"Enabled": False}
+
+
+def test_upgrade_policy_and_deletion_protection_default(resources: dict[str, Any]) -> None:
+    props = resources[CLUSTER]["Properties"]
+    assert props["UpgradePolicy"] == {"SupportType": "EXTENDED"}
+    assert props["DeletionProtection"] is False
 
 
 def test_authentication_by_access_entries_with_creator_admin(resources: dict[str, Any]) -> None:
@@ -118,6 +130,23 @@ def test_secrets_encrypted_with_rotating_retained_key(resources: dict[str, Any])
     assert key["DeletionPolicy"] == "Retain" and key["UpdateReplacePolicy"] == "Retain"
 
 
+def test_cluster_role_may_use_the_key_before_the_cluster_exists(resources: dict[str, Any]) -> None:
+    policies = {
+        k: v
+        for k, v in resources.items()
+        if v["Type"] == "AWS::IAM::Policy" and k.startswith("ControlPlaneClusterRoleDefaultPolicy")
+    }
+    ((policy_id, policy),) = policies.items()
+    assert policy["Properties"]["PolicyDocument"]["Statement"] == [
+        {
+            "Action": ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:ListGrants"],
+            "Effect": "Allow",
+            "Resource": {"Fn::GetAtt": [KEY, "Arn"]},
+        }
+    ]
+    assert policy_id in resources[CLUSTER]["DependsOn"]
+
+
 def test_key_alias(template: Template) -> None:
     template.has_resource_properties(
         "AWS::KMS::Alias",
@@ -139,8 +168,15 @@ def test_system_nodegroup_matches_seed(resources: dict[str, Any]) -> None:
     assert str(props["Subnets"]).count("PrivateSubnet") == 3
 
 
-def test_gpu_nodegroup_matches_seed_chapter_5(resources: dict[str, Any]) -> None:
-    props = resources[GPU_NG]["Properties"]
+def test_gpu_nodegroup_exactly_when_configured(synthesized: Synthesized, resources: dict[str, Any]) -> None:
+    has_gpu_ng = synthesized.config.compute.gpu_capacity is GpuCapacity.NODEGROUP
+    assert (GPU_NG in resources) is has_gpu_ng
+    assert (synthesized.stacks.cluster.gpu_nodegroup is not None) is has_gpu_ng
+
+
+def test_gpu_nodegroup_matches_seed_chapter_5(gpu_resources: dict[str, Any]) -> None:
+    assert gpu_resources[GPU_NG]["Type"] == "AWS::EKS::Nodegroup"  # logical id pinned
+    props = gpu_resources[GPU_NG]["Properties"]
     assert props["NodegroupName"] == "eks-gpu-mng"
     assert props["AmiType"] == "AL2023_x86_64_NVIDIA"
     assert props["CapacityType"] == "SPOT"
@@ -152,8 +188,10 @@ def test_gpu_nodegroup_matches_seed_chapter_5(resources: dict[str, Any]) -> None
 
 @pytest.mark.parametrize(("nodegroup", "disk"), [(SYSTEM_NG, 50), (GPU_NG, 100)])
 def test_launch_templates_require_imdsv2_and_encrypt_root_volume(
-    resources: dict[str, Any], nodegroup: str, disk: int
+    resources: dict[str, Any], gpu_resources: dict[str, Any], nodegroup: str, disk: int
 ) -> None:
+    if nodegroup == GPU_NG:
+        resources = gpu_resources
     lt_ref = resources[nodegroup]["Properties"]["LaunchTemplate"]
     lt = resources[lt_ref["Id"]["Ref"]]["Properties"]["LaunchTemplateData"]
     assert lt["MetadataOptions"] == {"HttpTokens": "required", "HttpPutResponseHopLimit": 1}
@@ -203,11 +241,18 @@ def test_managed_addons_and_their_order(resources: dict[str, Any]) -> None:
     lt_id = resources[SYSTEM_NG]["Properties"]["LaunchTemplate"]["Id"]["Ref"]
     for name in ("vpc-cni", "kube-proxy", "eks-pod-identity-agent"):
         assert addons[name][0] in resources[SYSTEM_NG]["DependsOn"]
-        assert addons[name][0] in resources[GPU_NG]["DependsOn"]
         assert addons[name][0] in resources[lt_id]["DependsOn"]
     # ... CoreDNS and metrics-server need nodes to run on.
     for name in ("coredns", "metrics-server"):
         assert SYSTEM_NG in addons[name][1]["DependsOn"]
+
+
+def test_gpu_nodegroup_waits_for_node_addons(gpu_resources: dict[str, Any]) -> None:
+    addons = {
+        v["Properties"]["AddonName"]: k for k, v in gpu_resources.items() if v["Type"] == "AWS::EKS::Addon"
+    }
+    for name in ("vpc-cni", "kube-proxy", "eks-pod-identity-agent"):
+        assert addons[name] in gpu_resources[GPU_NG]["DependsOn"]
 
 
 def test_kubectl_layer_matches_cluster_version(template: Template) -> None:
@@ -246,7 +291,7 @@ def test_typed_objects_for_later_stacks(synthesized: Synthesized) -> None:
     stack = synthesized.stacks.cluster
     assert isinstance(stack.cluster, eks.Cluster)
     assert stack.cluster.kubectl_provider is not None
-    assert stack.gpu_nodegroup is not None and stack.system_nodegroup is not None
+    assert stack.system_nodegroup is not None
     assert stack.cluster.vpc is synthesized.stacks.network.vpc
     assert stack.stack_name == "llama-eks-dev-cluster"
     assert synthesized.stacks.network in stack.dependencies

