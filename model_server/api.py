@@ -128,7 +128,10 @@ class PredictRequest(_Req):
 
 class CompletionRequest(_Sampling):
     model: str | None = None
-    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+    prompt: (
+        Annotated[str, Field(min_length=1)]
+        | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=1)]
+    )
     stream: bool = False
     stream_options: StreamOptions | None = None
 
@@ -152,8 +155,8 @@ class ChatRequest(_Sampling):
 
 
 # ------------------------------------------------------------------------------------- ASGI middleware
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(BaseException):
+    """Not an Exception: FastAPI's body parser must not turn it into a generic 400."""
 
 
 class EdgeMiddleware:
@@ -424,14 +427,19 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     async def collect(request: Request, req: GenRequest, stream: AsyncStream) -> tuple[str, Event]:
         """Wait for the whole completion; a client that goes away cancels the generation."""
         parts: list[str] = []
+        next_check = time.monotonic() + 0.5
         try:
             while True:
                 try:
                     ev = await asyncio.wait_for(stream.queue.get(), timeout=0.5)
                 except TimeoutError:
+                    ev = None
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + 0.5
                     if await request.is_disconnected():
                         req.cancel()
                         log.info("client disconnected; generation cancelled")
+                if ev is None:
                     continue
                 if ev.kind == "delta":
                     parts.append(ev.text)

@@ -27,7 +27,7 @@ from typing import Any
 
 import llama_cpp
 
-from model_server import metrics
+from model_server import logs, metrics
 
 log = logging.getLogger("model_server.engine")
 
@@ -141,6 +141,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._fatal: str | None = None
 
+        logs.route_llama_logs()
         llama_cpp.llama_backend_init()
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = n_gpu_layers
@@ -264,6 +265,15 @@ class Engine:
             self._inflight += 1
             self._pending.append(req)
             metrics.REQUESTS_DEFERRED.set(len(self._pending))
+            self._lock.notify()
+
+    def cancel_all(self) -> None:
+        """Cancel every accepted request (drain timeout): each ends with finish_reason "cancelled"."""
+        with self._lock:
+            for req in self._pending:
+                req.cancel()
+            for slot in self._slots.values():
+                slot.req.cancel()
             self._lock.notify()
 
     def start_draining(self) -> None:

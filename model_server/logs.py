@@ -45,3 +45,31 @@ def configure(level: str) -> None:
         lg.propagate = True
     # Our middleware writes the access log (with request ids); uvicorn's would duplicate it.
     logging.getLogger("uvicorn.access").disabled = True
+
+
+_llama_logger = logging.getLogger("llama_cpp")
+_llama_buf: list[str] = []
+_llama_last_level = logging.DEBUG
+# ggml_log_level: 1 debug, 2 info, 3 warn, 4 error, 5 continuation of the previous message
+_GGML_LEVELS = {1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
+_llama_callback = None  # keep a reference: ctypes must not collect the callback
+
+
+def route_llama_logs() -> None:
+    """Send llama.cpp's own log lines through our JSON logging (info chatter at debug level)."""
+    global _llama_callback
+    import llama_cpp
+
+    def callback(level: int, text: bytes, _user: object) -> None:
+        global _llama_last_level
+        if level != 5:
+            _llama_last_level = _GGML_LEVELS.get(level, logging.DEBUG)
+        _llama_buf.append(text.decode("utf-8", errors="replace") if text else "")
+        if _llama_buf[-1].endswith("\n"):
+            line = "".join(_llama_buf).rstrip()
+            _llama_buf.clear()
+            if line and _llama_logger.isEnabledFor(_llama_last_level):
+                _llama_logger.log(_llama_last_level, line)
+
+    _llama_callback = llama_cpp.llama_log_callback(callback)
+    llama_cpp.llama_log_set(_llama_callback, None)

@@ -51,6 +51,10 @@ class DrainingServer(uvicorn.Server):
         left = self.engine.inflight()
         if left:
             log.warning("drain timeout; cancelling unfinished requests", extra={"unfinished": left})
+            self.engine.cancel_all()
+            deadline = time.monotonic() + 5
+            while self.engine.inflight() > 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
         else:
             log.info("drained; all in-flight requests finished")
         # Let the last response bytes reach the clients before connections are closed.

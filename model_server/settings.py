@@ -74,7 +74,7 @@ class Settings(BaseSettings):
         1024, ge=1, description="Upper bound for max_tokens of any request (also bounded by the context)."
     )
     default_max_tokens: int = Field(
-        1000, ge=1, description="max_tokens when a request gives none (the seed's /predict used 1000)."
+        1000, ge=1, description="max_tokens when a request gives none (seed: 1000); capped by the limit."
     )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest accepted request body; beyond -> 413."
@@ -100,11 +100,6 @@ class Settings(BaseSettings):
             raise ValueError("set only one of MODEL_SERVER_API_KEY and MODEL_SERVER_API_KEY_FILE")
         if self.api_key_file is not None and not self.api_key_file.is_file():
             raise ValueError(f"MODEL_SERVER_API_KEY_FILE: no such file: {self.api_key_file}")
-        if self.default_max_tokens > self.max_tokens_limit:
-            raise ValueError(
-                f"MODEL_SERVER_DEFAULT_MAX_TOKENS ({self.default_max_tokens}) exceeds "
-                f"MODEL_SERVER_MAX_TOKENS_LIMIT ({self.max_tokens_limit})"
-            )
         return self
 
     def resolved_model_path(self) -> Path:

@@ -40,7 +40,7 @@ class Server:
             "MODEL_SERVER_HOST": "127.0.0.1",
             "MODEL_SERVER_PORT": str(self.port),
             "MODEL_SERVER_MODEL_PATH": str(model),
-            "MODEL_SERVER_N_THREADS": "2",
+            "MODEL_SERVER_N_THREADS": "1",
             "MODEL_SERVER_LOG_LEVEL": "info",
         }
         full_env.update({f"MODEL_SERVER_{k.upper()}": str(v) for k, v in env.items()})

@@ -46,7 +46,7 @@ def test_env_prefix_and_types(monkeypatch, tmp_path):
         ({"MODEL_SERVER_MAX_CONCURRENCY": "many"}, "max_concurrency"),
         ({"MODEL_SERVER_MODEL_PATH": "/nonexistent.gguf"}, "MODEL_SERVER_MODEL_PATH: no such file"),
         ({"MODEL_SERVER_API_KEY": "a", "MODEL_SERVER_API_KEY_FILE": "/etc/hostname"}, "only one of"),
-        ({"MODEL_SERVER_DEFAULT_MAX_TOKENS": "5000"}, "exceeds MODEL_SERVER_MAX_TOKENS_LIMIT"),
+        ({"MODEL_SERVER_DEFAULT_MAX_TOKENS": "0"}, "default_max_tokens"),
         ({"MODEL_SERVER_FLASH_ATTN": "maybe"}, "flash_attn"),
     ],
 )
