@@ -157,11 +157,14 @@ class PipelineStack(cdk.Stack):
             self.stages[target.env_name] = stage
             pre: list[pipelines.Step] = []
             if target.env_name in config.approval_stages:
+                done = [n for n in self.stages if n != target.env_name]
+                checked = " and smoke-tested" if self.smoke_tests else ""
+                before = f" It is deployed{checked} in {', '.join(done)}." if done else ""
                 approval = pipelines.ManualApprovalStep(
                     f"Approve{sid}",
                     comment=(
                         f"Deploy this commit to '{target.env_name}' (account {target.account}, "
-                        f"{target.region})? Earlier stages passed their smoke tests."
+                        f"{target.region})?{before}"
                     ),
                 )
                 self.approvals[target.env_name] = approval

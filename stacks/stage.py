@@ -18,11 +18,10 @@ from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from charts.inference import SERVICE_PORT
+
 #: The build function shared with app.py: creates every stack of one environment under ``scope``.
 PlatformBuilder = Callable[[Construct, Any], Any]
-
-#: Port of the inference Service (charts/inference.py SERVICE_PORT; the seed's port 80 -> 5000).
-SERVICE_PORT = 80
 
 
 @dataclass(frozen=True)

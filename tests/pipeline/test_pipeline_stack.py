@@ -177,7 +177,10 @@ def test_prod_waits_for_manual_approval_dev_does_not(pipeline_synth: PipelineSyn
     approvals = [a for a in prod if a["ActionTypeId"]["Category"] == "Approval"]
     assert [a["Name"] for a in approvals] == ["ApproveProd"]
     assert approvals[0]["ActionTypeId"]["Provider"] == "Manual"
-    assert f"account {PROD_ACCOUNT}" in approvals[0]["Configuration"]["CustomData"]
+    assert approvals[0]["Configuration"]["CustomData"] == (
+        f"Deploy this commit to 'prod' (account {PROD_ACCOUNT}, us-west-2)? "
+        "It is deployed and smoke-tested in dev."
+    )
     first_deploy = min(a["RunOrder"] for a in prod if a["ActionTypeId"]["Provider"] == "CloudFormation")
     assert approvals[0]["RunOrder"] < first_deploy
     dev = pipeline_synth.stage("Dev")["Actions"]

@@ -121,6 +121,10 @@ def test_stages_follow_the_configured_order(reversed_no_smoke: PipelineSynth) ->
         if a["ActionTypeId"]["Category"] == "Approval"
     ]
     assert approvals == ["ApproveDev"]
+    (approval,) = [a for a in reversed_no_smoke.stage("Dev")["Actions"] if a["Name"] == "ApproveDev"]
+    assert approval["Configuration"]["CustomData"] == (
+        "Deploy this commit to 'dev' (account 111111111111, us-west-2)? It is deployed in prod."
+    )
 
 
 def test_codecommit_source(codecommit_one_account: PipelineSynth) -> None:
