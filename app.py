@@ -73,7 +73,7 @@ def build_app(scope: Construct, config: AppConfig, *, today: datetime.date | Non
         vpc=network.vpc,
         config=config.addons,
         system_node_selector={NODE_CLASS_LABEL: "system"},
-        tags={**config.tags, NODE_CLASS_LABEL: "karpenter"},
+        tags={**config.tags, "llama-eks/provisioner": "karpenter"},
         env=env,
         stack_name=f"{prefix}-addons",
         description=f"Cluster add-ons of EKS cluster {config.cluster.name} ({config.env_name})",

@@ -28,15 +28,17 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+# Story openings: SmolLM2 continues them for well over 128 tokens (an instruction-style completion prompt
+# often ends at once with EOS, which would measure nothing).
 PROMPTS = [
-    "Write a short story about a robot learning to paint.",
-    "Explain how a rainbow forms, step by step.",
-    "List some tips for staying focused while studying.",
-    "Describe the water cycle to a ten-year-old.",
-    "What are the benefits of regular exercise?",
-    "Write a poem about the ocean at night.",
-    "Explain what a computer network is.",
-    "Give advice to someone starting their first job.",
+    "Once upon a time, in a small village by the sea, there lived",
+    "Chapter 1. The old lighthouse keeper",
+    "The robot looked at the blank canvas and",
+    "It was the coldest winter anyone could remember, and",
+    "The history of the city begins with",
+    "Dear diary, today something strange happened:",
+    "The expedition left the camp at dawn. The first day",
+    "In the year 2150, the first colony on Mars",
 ]
 
 
@@ -101,7 +103,7 @@ def run_level(
             for j in range(requests):
                 if time.monotonic() > stop_at:
                     return
-                prompt = f"{PROMPTS[(i + j) % len(PROMPTS)]} (client {i}, request {j})"
+                prompt = f"Story {i}.{j}. {PROMPTS[(i + j) % len(PROMPTS)]}"
                 r = one_request(client, url, prompt, max_tokens, model)
                 with lock:
                     results.append(r)
@@ -193,9 +195,10 @@ def main() -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--targets", default="ours,llama_cpp,llama_server")
     p.add_argument("--concurrency", default="1,4,8,16")
-    p.add_argument("--requests", type=int, default=2, help="sequential requests per client per level")
+    p.add_argument("--requests", type=int, default=1, help="sequential requests per client per level")
+    p.add_argument("--min-level-requests", type=int, default=4, help="at least this many requests per level")
     p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--n-ctx", type=int, default=2048, help="context per sequence")
     p.add_argument("--model", type=Path, default=None)
     p.add_argument("--deadline-s", type=float, default=300, help="per level: no new request after this")
@@ -215,7 +218,8 @@ def main() -> int:
             one_request(httpx.Client(timeout=120), url, "warm up", 8, "m")  # not measured
             rows = []
             for c in levels:
-                row = run_level(url, c, args.requests, args.max_tokens, "m", args.deadline_s)
+                per_client = max(args.requests, -(-args.min_level_requests // c))
+                row = run_level(url, c, per_client, args.max_tokens, "m", args.deadline_s)
                 print(json.dumps({"target": target, **row}), flush=True)
                 rows.append(row)
             all_rows[target] = rows
@@ -249,7 +253,8 @@ def table(all_rows: dict[str, list[dict]]) -> str:
             ratios = []
             for other in ("llama_cpp", "llama_server"):
                 rows = all_rows.get(other)
-                ratios.append(f"{r['out_tok_per_s'] / rows[i]['out_tok_per_s']:.2f}x" if rows else "n/a")
+                base = rows[i]["out_tok_per_s"] if rows else 0
+                ratios.append(f"{r['out_tok_per_s'] / base:.2f}x" if base else "n/a")
             lines.append(f"| {r['concurrency']} | {ratios[0]} | {ratios[1]} |")
     return "\n".join(lines)
 

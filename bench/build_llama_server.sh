@@ -3,11 +3,12 @@
 # version as the wheel, same portable flags) into bench/.build/. Never committed. Shares the wheelhouse's
 # lock so it never compiles at the same time as tools/build_llama_wheel.sh.
 set -euo pipefail
-cd "$(dirname "$0")"
+here="$(cd "$(dirname "$0")" && pwd)"
+python="$(realpath -s -m "${PYTHON:-$here/../.venv/bin/python}")"
+cd "$here"
 version="${LLAMA_CPP_VERSION:-0.3.36}"
 build=".build"
 bin="$build/llama.cpp-build/bin/llama-server"
-python="${PYTHON:-../.venv/bin/python}"
 mkdir -p "$build"
 if [[ -x "$bin" ]]; then echo "$bin"; exit 0; fi
 lock_root="${LLAMA_WHEELHOUSE:-$HOME/.cache/llama-eks/wheels}"
@@ -15,7 +16,7 @@ mkdir -p "$lock_root"
 exec 9>"$lock_root/.build.lock"
 flock 9
 if [[ ! -d "$build/src" ]]; then
-  "$python" -m pip download -q --no-deps --no-binary :all: --dest "$build/sdist" "llama-cpp-python==$version" >&2
+  "$python" -m pip download -q --no-deps --no-binary llama-cpp-python --dest "$build/sdist" "llama-cpp-python==$version" >&2
   mkdir -p "$build/src"
   tar -xzf "$build"/sdist/llama_cpp_python-"$version".tar.gz -C "$build/src" --strip-components=1
 fi

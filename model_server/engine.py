@@ -87,6 +87,7 @@ class GenRequest:
     emit: Callable[[Event], None]
     t_enqueued: float = field(default_factory=time.perf_counter)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    record_metrics: bool = True  # False for the warm-up request
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -356,7 +357,8 @@ class Engine:
             for tok in req.prompt_tokens[-max(req.sampling.penalty_last_n, 0) :]:
                 llama_cpp.llama_sampler_accept(slot.sampler, tok)
             self._slots[seq_id] = slot
-            metrics.QUEUE_TIME.observe(slot.t_started - req.t_enqueued)
+            if req.record_metrics:
+                metrics.QUEUE_TIME.observe(slot.t_started - req.t_enqueued)
         metrics.REQUESTS_DEFERRED.set(len(self._pending))
         metrics.REQUESTS_PROCESSING.set(len(self._slots))
 
@@ -410,7 +412,8 @@ class Engine:
                     n += 1
                 slot.n_prompt_done += take
                 slot.n_past += take
-                n_prompt_tokens += take
+                if slot.req.record_metrics:
+                    n_prompt_tokens += take
             batch.n_tokens = n
             if n == 0:
                 continue
@@ -443,17 +446,19 @@ class Engine:
 
     def _on_token(self, slot: _Slot, tok: int, now: float) -> None:
         req = slot.req
-        if slot.t_last_token is None:
-            metrics.TTFT.observe(now - req.t_enqueued)
-        else:
-            metrics.INTER_TOKEN.observe(now - slot.t_last_token)
+        if req.record_metrics:
+            if slot.t_last_token is None:
+                metrics.TTFT.observe(now - req.t_enqueued)
+            else:
+                metrics.INTER_TOKEN.observe(now - slot.t_last_token)
         slot.t_last_token = now
 
         if llama_cpp.llama_vocab_is_eog(self.vocab, tok):
             self._release(slot, "stop")
             return
         slot.n_generated += 1
-        metrics.PREDICTED_TOKENS.inc()
+        if req.record_metrics:
+            metrics.PREDICTED_TOKENS.inc()
         slot.text += slot.decoder.decode(self.token_bytes(tok))
 
         stop_at = self._find_stop(slot)
@@ -512,7 +517,8 @@ class Engine:
             text = slot.text + tail
             if len(text) > slot.sent:
                 req.emit(Event("delta", text=text[slot.sent :]))
-            metrics.E2E.observe(time.perf_counter() - req.t_enqueued)
+            if req.record_metrics:
+                metrics.E2E.observe(time.perf_counter() - req.t_enqueued)
         req.emit(
             Event(
                 "done",
@@ -534,7 +540,7 @@ class Engine:
         toks = (
             [self.bos_id] if self.bos_id >= 0 else self.tokenize("Hi", add_special=False, parse_special=False)
         )
-        req = GenRequest("warmup", toks, 1, SamplingParams(temperature=0.0), [], emit)
+        req = GenRequest("warmup", toks, 1, SamplingParams(temperature=0.0), [], emit, record_metrics=False)
         self.submit(req)
         if not done.wait(300):
             raise RuntimeError("warm-up did not finish within 300 s")

@@ -607,7 +607,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ CLI
-def register(subparsers: Any) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``fetch`` to the ``python -m model_server`` subcommands (model_server/__main__.py PLUGINS)."""
     parser = subparsers.add_parser(
         "fetch",
@@ -626,7 +626,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help=f"fetch the default cluster model {DEFAULT_MODEL_REPO}/{DEFAULT_MODEL_FILE} when no URI is set",
     )
-    parser.set_defaults(func=run_cli)
+    parser.set_defaults(handler=run_cli)
     return parser
 
 
@@ -668,7 +668,7 @@ def run_cli(args: argparse.Namespace) -> int:
 def main(argv: Iterable[str] | None = None) -> int:
     """Stand-alone entry point (``python -m model_server.fetch``) with the same flags as the subcommand."""
     parser = argparse.ArgumentParser(prog="model_server")
-    register(parser.add_subparsers(dest="command", required=True))
+    add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["fetch", *(list(argv) if argv is not None else sys.argv[1:])])
     return run_cli(args)
 

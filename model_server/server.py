@@ -94,6 +94,11 @@ def serve(settings: Settings) -> int:
             t0 = time.perf_counter()
             await asyncio.to_thread(engine.warmup)
             log.info("warm-up done", extra={"seconds": round(time.perf_counter() - t0, 3)})
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.01)
+        if serving.done():  # could not bind: uvicorn has logged why
+            await serving
+            raise SystemExit(1)
         app.state.ms.ready = True
         log.info(
             "ready", extra={"host": settings.host, "port": settings.port, "model": app.state.ms.model_id}

@@ -7,6 +7,7 @@ Invalid values fail at start-up with the variable name and the reason.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from pathlib import Path
 from typing import Literal
@@ -34,10 +35,18 @@ def embedded_model_path() -> Path | None:
 
 
 def _default_threads() -> int:
+    """CPUs this process may use: affinity, further limited by a cgroup v2 CPU quota (container limits)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        n = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+        n = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
 
 
 class Settings(BaseSettings):

@@ -210,8 +210,8 @@ def load_config(context: Mapping[str, Any]) -> AppConfig:
         network=_network.from_section(root.section("network"), aws.region),
         cluster=_cluster.from_section(root.section("cluster")),
         compute=_compute.from_section(root.section("compute")),
-        addons=_addons.from_section(root.section("addons")),
-        inference=_inference.from_section(root.section("inference")),
+        addons=(addons := _addons.from_section(root.section("addons"))),
+        inference=_inference.from_section(root.section("inference"), addons),
     )
     root.reject_unknown()
     _addons.check_against_cluster(

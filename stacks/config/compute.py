@@ -128,6 +128,28 @@ def _taints(s: Section, name: str, default: tuple[Taint, ...]) -> tuple[Taint, .
     return tuple(taints)
 
 
+def _is_nvidia(instance_type: str) -> bool:
+    family = instance_type.split(".")[0]
+    return family[0] in "gp" and family[1:2].isdigit()  # g4dn, g5, g6, g6e, p4d, p5 ...
+
+
+def _is_arm(instance_type: str) -> bool:
+    family = instance_type.split(".")[0]
+    return family == "a1" or re.match(r"^[a-z]+\d+g", family) is not None  # m7g, c7gn, r8g, t4g, g5g ...
+
+
+def _check_instance_types(s: Section, instance_types: tuple[str, ...], ami_type: str, gpu: bool) -> None:
+    """Instance types must fit the AMI: NVIDIA families for GPU AMIs only, Graviton for ARM AMIs only."""
+    arm = "ARM_64" in ami_type
+    example = ("g5g.2xlarge" if arm else "g6.2xlarge") if gpu else ("m7g.large" if arm else "m6i.large")
+    kind = f"{'NVIDIA GPU' if gpu else 'non-GPU'} {'arm64 (Graviton)' if arm else 'x86_64'}"
+    for it in instance_types:
+        if _is_nvidia(it) is not gpu or _is_arm(it) is not arm:
+            raise ConfigError(
+                s.key("instanceTypes"), it, f"{kind} instance types for amiType {ami_type}, such as {example}"
+            )
+
+
 def nodegroup_from_section(s: Section, d: NodegroupConfig, ami_types: tuple[str, ...]) -> NodegroupConfig:
     name = s.string("name", d.name)
     if not re.match(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}$", name):
@@ -147,10 +169,12 @@ def nodegroup_from_section(s: Section, d: NodegroupConfig, ami_types: tuple[str,
             desired,
             f"an integer from {s.key('minSize')} ({min_size}) to {s.key('maxSize')} ({max_size})",
         )
+    ami_type = s.string("amiType", d.ami_type, choices=ami_types)
+    _check_instance_types(s, instance_types, ami_type, gpu=ami_types == GPU_AMI_TYPES)
     config = NodegroupConfig(
         name=name,
         instance_types=instance_types,
-        ami_type=s.string("amiType", d.ami_type, choices=ami_types),
+        ami_type=ami_type,
         capacity_type=s.string("capacityType", d.capacity_type, choices=CAPACITY_TYPES),
         min_size=min_size,
         desired_size=desired,

@@ -370,8 +370,15 @@ class InferenceConfig:
         return self.pre_stop_seconds + self.drain_timeout_seconds + 5
 
 
-def from_section(s: Section) -> InferenceConfig:
-    """Read the ``inference`` context section (camelCase keys); unknown keys are errors."""
+def from_section(s: Section, addons: Any = None) -> InferenceConfig:
+    """Read the ``inference`` context section (camelCase keys); unknown keys are errors.
+
+    ``addons`` (the ``AddonsConfig``, when known) adapts the defaults of keys left unset to what is
+    installed: ``autoscaling.mode`` is ``keda`` on GPU only with KEDA, the in-cluster Prometheus
+    (``kubePrometheusStack``) and, on GPU, the DCGM exporter, else ``hpa``; ``monitoring.dashboard`` only
+    with Grafana; ``monitoring.serviceMonitor`` only with a metrics backend. Values set explicitly are
+    kept and checked by :func:`check_against_addons`.
+    """
     d = InferenceConfig()
     accelerator = Accelerator(
         s.string("accelerator", d.accelerator.value, choices=[a.value for a in Accelerator])
@@ -406,6 +413,8 @@ def from_section(s: Section) -> InferenceConfig:
 
     a = s.section("autoscaling")
     default_mode = Autoscaler.KEDA if accelerator is Accelerator.GPU else Autoscaler.HPA
+    if addons is not None and not _keda_available(addons, accelerator):
+        default_mode = Autoscaler.HPA
     ad = AutoscalingConfig()
     k = a.section("keda")
     kd = KedaConfig()
@@ -442,9 +451,11 @@ def from_section(s: Section) -> InferenceConfig:
 
     mo = s.section("monitoring")
     md = MonitoringConfig()
+    backend = addons.metrics.backend.value if addons is not None else "kubePrometheusStack"
+    grafana = addons.metrics.grafana if addons is not None else True
     monitoring = MonitoringConfig(
-        service_monitor=mo.boolean("serviceMonitor", md.service_monitor),
-        dashboard=mo.boolean("dashboard", md.dashboard),
+        service_monitor=mo.boolean("serviceMonitor", md.service_monitor and backend != "none"),
+        dashboard=mo.boolean("dashboard", md.dashboard and backend == "kubePrometheusStack" and grafana),
         prometheus_namespace=mo.string("prometheusNamespace", md.prometheus_namespace),
         prometheus_url=mo.string("prometheusUrl", md.prometheus_url),
     )
@@ -472,6 +483,14 @@ def from_section(s: Section) -> InferenceConfig:
     )
     s.reject_unknown()
     return config
+
+
+def _keda_available(addons: Any, accelerator: Accelerator) -> bool:
+    return (
+        addons.keda.enabled
+        and addons.metrics.backend.value == "kubePrometheusStack"
+        and (accelerator is Accelerator.CPU or addons.dcgm_exporter.enabled)
+    )
 
 
 def check_against_addons(config: InferenceConfig, addons: Any, *, gpu_capacity: str) -> None:

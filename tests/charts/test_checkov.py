@@ -1,7 +1,7 @@
 """checkov's Kubernetes checks on every rendered variant: 0 failed checks that are not acknowledged.
 
-checkov runs from its own venv (`.venv-checkov`, made by `make deps` through mk/chart.mk): its pins
-cannot share the dev venv. Missing checkov skips this module on a laptop and fails it in CI.
+checkov runs from the tool venv `.venv/checkov` (mk/image.mk, requirements-checkov.txt: its pins clash
+with pytest's). Missing checkov skips this module on a laptop and fails it in CI.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import yaml
 from tests.charts.manifests import VARIANTS, Manifests
 
 REPO = Path(__file__).resolve().parents[2]
-CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
+CHECKOV = REPO / ".venv" / "checkov" / "bin" / "checkov"
 
 #: The one place where failed checkov checks are accepted, each with the reason it does not apply.
 ACKNOWLEDGED: dict[str, str] = {
@@ -37,13 +37,13 @@ ACKNOWLEDGED: dict[str, str] = {
 def checkov_report(rendered: dict[str, Manifests], tmp_path_factory: pytest.TempPathFactory) -> dict:
     if not CHECKOV.exists():
         if os.environ.get("CI"):
-            pytest.fail(f"{CHECKOV} missing: `make deps` installs it (mk/chart.mk)")
+            pytest.fail(f"{CHECKOV} missing: `make deps` installs it (mk/image.mk)")
         pytest.skip("checkov not installed; run `make deps`")
     out = tmp_path_factory.mktemp("manifests")
     for variant, manifests in rendered.items():
         (out / f"{variant}.yaml").write_text(yaml.safe_dump_all(manifests, sort_keys=False))
     proc = subprocess.run(
-        [str(CHECKOV), "-d", str(out), "--framework", "kubernetes", "-o", "json"],
+        [str(CHECKOV), "-d", str(out), "--framework", "kubernetes", "-o", "json", "--skip-download"],
         capture_output=True,
         text=True,
         timeout=300,

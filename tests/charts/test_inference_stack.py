@@ -200,7 +200,7 @@ def test_cfn_lint_clean(synthesized: Synthesized) -> None:
 
 
 def test_cdk_nag_clean(synthesized: Synthesized) -> None:
-    assert any(f.plugin.startswith("AwsSolutions") for f in synthesized.findings)  # nag did run
+    assert any(f.plugin.startswith("NIST") for f in synthesized.findings)  # the nag packs did run
     assert [str(f) for f in unacknowledged(synthesized.findings, "AwsSolutions", "Inference/")] == []
 
 
@@ -280,12 +280,16 @@ def _load(overrides: dict[str, Any]) -> Any:
     ("overrides", "message"),
     [
         (
-            {"addons.keda.enabled": False},
+            {"addons.keda.enabled": False, "inference.autoscaling.mode": "keda"},
             "Invalid config 'inference.autoscaling.mode': 'keda'. Allowed: 'hpa' or 'none' while "
             "addons.keda.enabled is false.",
         ),
         (
-            {"addons.metrics.backend": "amp", "addons.metrics.grafana": False},
+            {
+                "addons.metrics.backend": "amp",
+                "addons.metrics.grafana": False,
+                "inference.autoscaling.mode": "keda",
+            },
             "Invalid config 'inference.autoscaling.mode': 'keda'. Allowed: 'hpa' or 'none' while "
             "addons.metrics.backend is 'amp' (KEDA's triggers query the in-cluster Prometheus of "
             "'kubePrometheusStack').",
@@ -301,7 +305,7 @@ def _load(overrides: dict[str, Any]) -> Any:
             "inference.accelerator is 'gpu' (nodes advertise nvidia.com/gpu through it).",
         ),
         (
-            {"addons.dcgmExporter.enabled": False},
+            {"addons.dcgmExporter.enabled": False, "inference.autoscaling.mode": "keda"},
             "Invalid config 'addons.dcgmExporter.enabled': False. Allowed: true when "
             "inference.autoscaling.mode is 'keda' on GPU (the GPU utilisation trigger).",
         ),
@@ -319,9 +323,17 @@ def test_inference_needs_its_addons(overrides: dict[str, Any], message: str) -> 
     assert str(err.value) == message
 
 
-def test_hpa_without_keda_is_fine() -> None:
-    config = _load({"addons.keda.enabled": False, "inference.autoscaling.mode": "hpa"})
-    assert config.inference.autoscaling.mode.value == "hpa"
+def test_defaults_follow_the_installed_addons() -> None:
+    assert _load({}).inference.autoscaling.mode.value == "keda"
+    assert _load({"addons.keda.enabled": False}).inference.autoscaling.mode.value == "hpa"
+    assert _load({"addons.dcgmExporter.enabled": False}).inference.autoscaling.mode.value == "hpa"
+    amp = _load({"addons.metrics.backend": "amp"}).inference
+    assert amp.autoscaling.mode.value == "hpa"
+    assert (amp.monitoring.service_monitor, amp.monitoring.dashboard) == (True, False)
+    none = _load(
+        {"addons.metrics.backend": "none", "addons.dcgmExporter.enabled": False}
+    ).inference.monitoring
+    assert (none.service_monitor, none.dashboard) == (False, False)
 
 
 def test_bad_inference_key_fails_load() -> None:

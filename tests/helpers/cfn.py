@@ -157,7 +157,8 @@ def normalize_template(template: dict[str, Any]) -> dict[str, Any]:
     Asset hashes (64 hex chars) -> ``<asset-hash>``; ``AWS::CDK::Metadata`` and the ``CDKMetadata``
     condition, ``Metadata`` blocks written by CDK (``aws:cdk:*``, ``aws:asset:*``) dropped; the runtime of
     CDK-managed Lambdas (custom resource providers, kubectl handler) -> ``<cdk-managed-runtime>``;
-    the ``BootstrapVersion`` parameter and ``CheckBootstrapVersion`` rule dropped.
+    the ``BootstrapVersion`` parameter and ``CheckBootstrapVersion`` rule dropped; ``PublishOutput*``
+    outputs (cross-stack references, which change with the consuming stacks) dropped.
     """
     t = copy.deepcopy(template)
     resources = t.get("Resources", {})
@@ -173,6 +174,11 @@ def normalize_template(template: dict[str, Any]) -> dict[str, Any]:
         props = res.get("Properties", {})
         if res.get("Type") == "AWS::Lambda::Function" and _RUNTIME.match(str(props.get("Runtime", ""))):
             props["Runtime"] = "<cdk-managed-runtime>"
+    # Cross-stack plumbing: CDK publishes an output per attribute another stack reads (Fn::GetStackOutput);
+    # it changes when a *consumer* changes, so the producer's snapshot ignores it.
+    outputs = t.get("Outputs", {})
+    for name in [k for k in outputs if k.startswith("PublishOutput")]:
+        del outputs[name]
     t.get("Conditions", {}).pop("CDKMetadataAvailable", None)
     if not t.get("Conditions"):
         t.pop("Conditions", None)

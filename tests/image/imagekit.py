@@ -40,6 +40,8 @@ HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates")
 IMAGE_REF = "localhost/llama-eks/model-server:ci"
 TOOLS = ("buildah", "podman", "debootstrap", "runc")
+#: One line per built image, printed in pytest's summary by tests/image/conftest.py.
+REPORTS: list[str] = []
 
 
 class ImageKitError(RuntimeError):
@@ -240,8 +242,20 @@ def base_image(env: dict[str, str]) -> str:
 
 
 # --------------------------------------------------------------------------------------------- build
+LLAMA_CPP_VERSION = os.environ.get("LLAMA_CPP_VERSION", "0.3.36")
+LLAMA_CMAKE_ARGS = os.environ.get("CMAKE_ARGS", "-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF")
+
+
 def llama_wheel() -> Path:
-    """The host's llama-cpp-python wheel from tools/build_llama_wheel.sh (built once, then reused)."""
+    """The host's llama-cpp-python wheel from tools/build_llama_wheel.sh (built once, then reused).
+
+    An existing wheel whose recorded CMAKE_ARGS match is used directly: the script takes the wheelhouse lock
+    first, which would make us wait for an unrelated compile (the benchmark's llama-server) holding it.
+    """
+    for recorded in sorted(WHEELHOUSE.glob(f"{LLAMA_CPP_VERSION}-*/CMAKE_ARGS")):
+        wheels = sorted(recorded.parent.glob(f"llama_cpp_python-{LLAMA_CPP_VERSION}-*.whl"))
+        if wheels and recorded.read_text().strip() == LLAMA_CMAKE_ARGS:
+            return wheels[0]
     script = REPO / "tools" / "build_llama_wheel.sh"
     if not script.is_file():
         raise ImageKitError(f"{script} is missing: it builds the llama-cpp-python wheel the image reuses")
@@ -295,6 +309,7 @@ def build_image(
         "--network",
         "host",
         "--layers",
+        "--force-rm",
         "-t",
         ref,
         "--build-arg",
@@ -307,6 +322,14 @@ def build_image(
     started = time.monotonic()
     _run([*cmd, "-f", str(ctx / "Dockerfile"), str(ctx)], env, what="buildah bud", timeout=3600)
     took = time.monotonic() - started
+    # Untagged results of earlier builds would pile up in the shared storage. The builder stage's cache
+    # layers are untagged too (no final image descends from them), so only day-old ones go.
+    subprocess.run(
+        ["podman", "image", "prune", "--force", "--filter", "until=24h"],
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
     size = int(
         _run(["podman", "image", "inspect", "--format", "{{.Size}}", ref], env, what="image size").strip()
     )

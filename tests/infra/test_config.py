@@ -10,6 +10,7 @@ import pytest
 from stacks.config import (
     DEFAULT_KUBERNETES_VERSION,
     KUBERNETES_VERSIONS,
+    SECTIONS,
     ConfigError,
     EndpointAccess,
     GpuCapacity,
@@ -265,6 +266,30 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
         "'BOTTLEROCKET_X86_64_NVIDIA'].",
     ),
     (
+        "CPU instance in the GPU nodegroup",
+        {"compute.gpuNodegroup.instanceTypes": "g6.2xlarge,m5.large"},
+        "Invalid config 'compute.gpuNodegroup.instanceTypes': 'm5.large'. Allowed: NVIDIA GPU x86_64 "
+        "instance types for amiType AL2023_X86_64_NVIDIA, such as g6.2xlarge.",
+    ),
+    (
+        "GPU instance in the system nodegroup",
+        {"compute.systemNodegroup.instanceTypes": "g6.xlarge"},
+        "Invalid config 'compute.systemNodegroup.instanceTypes': 'g6.xlarge'. Allowed: non-GPU x86_64 "
+        "instance types for amiType AL2023_X86_64_STANDARD, such as m6i.large.",
+    ),
+    (
+        "Graviton instance with an x86 AMI",
+        {"compute.systemNodegroup.instanceTypes": "m7g.large"},
+        "Invalid config 'compute.systemNodegroup.instanceTypes': 'm7g.large'. Allowed: non-GPU x86_64 "
+        "instance types for amiType AL2023_X86_64_STANDARD, such as m6i.large.",
+    ),
+    (
+        "x86 instance with an ARM AMI",
+        {"compute.systemNodegroup.amiType": "AL2023_ARM_64_STANDARD"},
+        "Invalid config 'compute.systemNodegroup.instanceTypes': 'm5.large'. Allowed: non-GPU arm64 "
+        "(Graviton) instance types for amiType AL2023_ARM_64_STANDARD, such as m7g.large.",
+    ),
+    (
         "unknown capacity type",
         {"compute.gpuNodegroup.capacityType": "RESERVED"},
         "Invalid config 'compute.gpuNodegroup.capacityType': 'RESERVED'. Allowed: one of ['ON_DEMAND', "
@@ -273,7 +298,8 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
     (
         "unknown GPU capacity",
         {"compute.gpuCapacity": "fargate"},
-        "Invalid config 'compute.gpuCapacity': 'fargate'. Allowed: one of ['nodegroup'].",
+        "Invalid config 'compute.gpuCapacity': 'fargate'. "
+        f"Allowed: one of {sorted(g.value for g in GpuCapacity)}.",
     ),
     (
         "malformed taint",
@@ -308,14 +334,13 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
     (
         "typo in a section of a dotted key",
         {"clustr.name": "x"},
-        "Invalid config 'clustr.name': 'x'. Allowed: a dotted key under one of the sections "
-        "['aws', 'tags', 'network', 'cluster', 'compute'].",
+        "Invalid config 'clustr.name': 'x'. "
+        f"Allowed: a dotted key under one of the sections {list(SECTIONS)}.",
     ),
     (
         "unknown section in an environment",
         {"environments": {"dev": {"netwrk": {}}}},
-        "Invalid config 'environments.dev.netwrk': {}. Allowed: sections "
-        "['aws', 'tags', 'network', 'cluster', 'compute'].",
+        f"Invalid config 'environments.dev.netwrk': {{}}. Allowed: sections {list(SECTIONS)}.",
     ),
     (
         "bad account",
@@ -348,6 +373,20 @@ def test_error_carries_structured_fields() -> None:
         load_config({"cluster.kubernetesVersion": "1.29"})
     assert (err.value.key, err.value.value) == ("cluster.kubernetesVersion", "1.29")
     assert "1.35" in err.value.allowed
+
+
+def test_graviton_nodegroups_are_accepted() -> None:
+    config = load_config(
+        {
+            **cdk_json_context(),
+            "compute.systemNodegroup.amiType": "AL2023_ARM_64_STANDARD",
+            "compute.systemNodegroup.instanceTypes": "m7g.large,c7gn.large,t4g.large",
+            "compute.gpuNodegroup.amiType": "AL2023_ARM_64_NVIDIA",
+            "compute.gpuNodegroup.instanceTypes": "g5g.2xlarge",
+        }
+    )
+    assert config.compute.system_nodegroup.instance_types == ("m7g.large", "c7gn.large", "t4g.large")
+    assert config.compute.gpu_nodegroup.instance_types == ("g5g.2xlarge",)
 
 
 def test_region_change_requires_matching_azs() -> None:

@@ -27,6 +27,7 @@ def test_stack_snapshot(synthesized: Synthesized, stack_id: str, snapshot_json: 
 def test_normalization_masks_only_churn() -> None:
     template = {
         "Parameters": {"BootstrapVersion": {"Type": "String"}, "Keep": {"Type": "String"}},
+        "Outputs": {"PublishOutputRefVpc1234": {"Value": {"Ref": "Vpc"}}, "VpcId": {"Value": {"Ref": "Vpc"}}},
         "Resources": {
             "CDKMetadata": {"Type": "AWS::CDK::Metadata", "Properties": {"Analytics": "v2:deflate64:abc"}},
             "Fn": {
@@ -40,6 +41,7 @@ def test_normalization_masks_only_churn() -> None:
     normalized = normalize_template(template)
     assert normalized == {
         "Parameters": {"Keep": {"Type": "String"}},
+        "Outputs": {"VpcId": {"Value": {"Ref": "Vpc"}}},
         "Resources": {
             "Fn": {
                 "Type": "AWS::Lambda::Function",

@@ -14,7 +14,10 @@ def test_summary_of_real_assembly(synthesized: Synthesized) -> None:
     assert "Network  (stack llama-eks-dev-network):" in text
     assert "Cluster  (stack llama-eks-dev-cluster):" in text
     assert "     1  AWS::EKS::Cluster" in text
-    assert "     2  AWS::EKS::Nodegroup" in text
+    nodegroups = sum(
+        r["Type"] == "AWS::EKS::Nodegroup" for r in synthesized.template("Cluster")["Resources"].values()
+    )
+    assert f"{nodegroups:6d}  AWS::EKS::Nodegroup" in text
     n_stacks = len(synthesized.assembly.stacks)
     assert text.splitlines()[-1].startswith(f"Total: {n_stacks} stacks, ")
 

@@ -79,6 +79,9 @@ def test_overload_gets_429_at_once_while_accepted_complete(start_server):
     for res in [*results, queued_res]:
         assert res.get("status") == 200 and res.get("done") and res.get("finish") == "length", res
     assert server.metric('model_server_rejected_requests_total{reason="overloaded"}') == 1
+    # Exactly the three accepted requests are in the histograms (the warm-up request is not).
+    assert server.metric("model_server_e2e_request_latency_seconds_count") == 3
+    assert server.metric("llamacpp:tokens_predicted_total") == 1500 + 1500 + 20
 
 
 def test_disconnect_cancels_and_frees_the_slot(start_server):
