@@ -17,9 +17,10 @@ from constructs import Construct
 
 from stacks.addons.stack import AddonsStack
 from stacks.cluster_stack import ClusterStack
-from stacks.config import NODE_CLASS_LABEL, AppConfig, ConfigError, load_config
+from stacks.config import NODE_CLASS_LABEL, AppConfig, ConfigError
 from stacks.inference_stack import InferenceStack, inference_placement
 from stacks.network_stack import NetworkStack
+from stacks.pipeline_app import build as build_for_mode
 
 
 @dataclass(frozen=True)
@@ -100,10 +101,11 @@ def main(app: cdk.App | None = None) -> None:
     """Entry point of ``cdk.json``'s app command (the CLI passes context through the environment)."""
     app = app or cdk.App()
     try:
-        config = load_config(app.node.get_all_context())
+        # deployMode "direct": build_app's stacks; "pipeline": only the PipelineStack, whose stages
+        # call build_app (stacks/pipeline_app.py). Never both.
+        build_for_mode(app, app.node.get_all_context(), build_app)
     except ConfigError as err:
         raise SystemExit(f"cdk.json / -c context: {err}") from None
-    build_app(app, config)
     app.synth()
 
 

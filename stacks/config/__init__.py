@@ -140,8 +140,15 @@ def _deep_merge(base: dict[str, Any], overlay: Mapping[str, Any], path: str) -> 
     return base
 
 
+#: Top-level sections with their own loader, global rather than per environment (``pipeline``:
+#: stacks/config/pipeline.py applies its own dotted overrides).
+GLOBAL_SECTIONS: tuple[str, ...] = ("pipeline",)
+
+
 def _is_override_key(key: str) -> bool:
     # Dotted keys are ours; CDK's own context keys start with "@" or contain ":".
+    if key.split(".", 1)[0] in GLOBAL_SECTIONS:
+        return False
     return "." in key and not key.startswith("@") and ":" not in key
 
 

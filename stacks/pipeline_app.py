@@ -1,0 +1,126 @@
+"""Composition of the pipeline mode: one ``LlamaStage`` per configured environment inside a PipelineStack.
+
+``app.py`` calls :func:`build` and gets exactly one of the two shapes: the stacks of one environment
+(``deployMode: direct``, a laptop ``cdk deploy``) or the PipelineStack alone (``deployMode: pipeline``),
+whose stages are built by the same function. There is no mode that creates both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import aws_cdk as cdk
+from constructs import Construct
+
+from stacks.config import AppConfig, EndpointAccess, load_config
+from stacks.config.errors import ConfigError
+from stacks.config.pipeline import PipelineConfig, SmokeVia, load_pipeline_config
+from stacks.pipeline_stack import PipelineStack, StageTarget
+from stacks.stage import LlamaStage, SmokeAccess
+
+#: ``build_app(scope, config) -> stacks`` of app.py: the one definition of an environment's stacks.
+Builder = Callable[[Construct, AppConfig], Any]
+
+
+def stage_configs(context: Mapping[str, Any], pipeline: PipelineConfig) -> dict[str, AppConfig]:
+    """Each stage's validated ``AppConfig`` (environment overlay + ``-c`` overrides), in deploy order.
+
+    Raises ConfigError for a stage that is not an environment, or whose environment has no account.
+    """
+    environments = context.get("environments") or {}
+    configs: dict[str, AppConfig] = {}
+    for name in pipeline.stages:
+        if not isinstance(environments, Mapping) or name not in environments:
+            known = sorted(environments) if isinstance(environments, Mapping) else []
+            raise ConfigError("pipeline.stages", name, f"one of {known} (the keys of 'environments')")
+        config = load_config({**context, "env": name})
+        if config.aws.account is None:
+            raise ConfigError(
+                f"environments.{name}.aws.account",
+                None,
+                "a 12-digit AWS account id: a pipeline deploys each stage to an explicit account",
+            )
+        configs[name] = config
+    return configs
+
+
+def smoke_access(name: str, config: AppConfig, pipeline: PipelineConfig) -> SmokeAccess | None:
+    """How the smoke test of stage ``name`` reaches its service, or None when smoke tests are off.
+
+    ``auto``: the NLB hostname when it is internet-facing, else the Kubernetes API's service proxy.
+    Raises ConfigError when the chosen way cannot reach the stage from CodeBuild.
+    """
+    smoke = pipeline.smoke_test
+    if not smoke.enabled:
+        return None
+    inference = config.inference
+    internet_facing = inference.exposure.scheme.value == "internet-facing"
+    via = smoke.via
+    if via is SmokeVia.AUTO:
+        via = SmokeVia.ENDPOINT if internet_facing else SmokeVia.KUBERNETES_API
+    if via is SmokeVia.ENDPOINT and not internet_facing:
+        raise ConfigError(
+            "pipeline.smokeTest.via",
+            smoke.via.value,
+            f"'auto' or 'kubernetesApi' for stage '{name}': its NLB is internal "
+            "(inference.exposure.scheme), CodeBuild cannot reach it",
+        )
+    if via is SmokeVia.KUBERNETES_API:
+        if config.cluster.endpoint_access is EndpointAccess.PRIVATE:
+            raise ConfigError(
+                "pipeline.smokeTest.enabled",
+                True,
+                f"false for stage '{name}': its cluster API is private (cluster.endpointAccess) and its NLB "
+                "internal, so CodeBuild outside the VPC reaches neither",
+            )
+        if inference.api_key.enabled:
+            raise ConfigError(
+                "pipeline.smokeTest.via",
+                smoke.via.value,
+                f"'endpoint' (with an internet-facing NLB) for stage '{name}': inference.apiKey.enabled "
+                "needs the bearer header, which the API server's proxy does not pass on",
+            )
+    elif inference.api_key.enabled and not smoke.api_key_secret_arn:
+        raise ConfigError(
+            "pipeline.smokeTest.apiKeySecretArn",
+            None,
+            f"a Secrets Manager secret ARN holding the API key of stage '{name}' (inference.apiKey.enabled)",
+        )
+    wire = "endpoint" if via is SmokeVia.ENDPOINT else "kubernetes-api"
+    return SmokeAccess(via=wire, pipeline_account=str(pipeline.account), pipeline_name=pipeline.name)
+
+
+def build_pipeline(
+    scope: Construct, context: Mapping[str, Any], pipeline: PipelineConfig, build: Builder
+) -> PipelineStack:
+    """The PipelineStack with one LlamaStage per ``pipeline.stages`` entry, built by ``build``."""
+    configs = stage_configs(context, pipeline)
+
+    def factory(name: str, config: AppConfig) -> Callable[[Construct, str], cdk.Stage]:
+        smoke = smoke_access(name, config, pipeline)  # validated before any construct exists
+        return lambda stage_scope, stage_id: LlamaStage(
+            stage_scope, stage_id, config=config, build=build, smoke=smoke
+        )
+
+    targets = [
+        StageTarget(env_name=name, account=str(c.aws.account), region=c.aws.region, create=factory(name, c))
+        for name, c in configs.items()
+    ]
+    return PipelineStack(
+        scope,
+        "Pipeline",
+        config=pipeline,
+        targets=targets,
+        env=cdk.Environment(account=pipeline.account, region=pipeline.region),
+        stack_name=pipeline.name,
+        description=f"Self-mutating delivery pipeline of llama-eks: {' -> '.join(pipeline.stages)}",
+    )
+
+
+def build(scope: Construct, context: Mapping[str, Any], build_direct: Builder) -> PipelineStack | Any:
+    """Build what ``deployMode`` asks for under ``scope``: the pipeline, or one environment's stacks."""
+    pipeline = load_pipeline_config(context)
+    if pipeline.enabled:
+        return build_pipeline(scope, context, pipeline, build_direct)
+    return build_direct(scope, load_config(context))
