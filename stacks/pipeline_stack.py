@@ -77,7 +77,8 @@ class PipelineStack(cdk.Stack):
             raise ValueError("PipelineStack needs config.source (validated by load_pipeline_config)")
         self.config = config
         self.source = self._source(config.source)
-        # Synth and the tests read CRDs and IAM reference files from ../shared, as in CI.
+        # The tests in the synth step (`make test`) validate against the CRDs and upstream IAM reference
+        # files in ../shared, as in CI; `cdk synth` itself needs nothing outside the repository.
         additional = {}
         if config.source.shared_data is not None:
             shared = config.source.shared_data
@@ -87,8 +88,8 @@ class PipelineStack(cdk.Stack):
         else:
             cdk.Annotations.of(self).add_warning_v2(
                 "llama-eks:noSharedData",
-                "pipeline.source.sharedData is not set: the synth step expects ../shared (CRDs, IAM "
-                "reference files) to come from the source itself.",
+                "pipeline.source.sharedData is not set: the tests in the synth step expect ../shared (CRDs, "
+                "IAM reference files) to come from the source itself.",
             )
         self.synth_step = pipelines.CodeBuildStep(
             "Synth",

@@ -15,11 +15,10 @@ from stacks.addons.pod_identity import PodIdentityRole
 from stacks.common import acknowledge
 from stacks.config.addons import LOAD_BALANCER_CONTROLLER_CHART, AddonsConfig
 
-#: The controller's official policy for this version (docs/install/iam_policy.json at v3.5.0), as data.
-POLICY_FILE = (
-    Path(__file__).resolve().parents[2].parent
-    / "shared/reference/aws-load-balancer-controller-iam-policy.json"
-)
+#: The controller's official policy for this chart version (upstream docs/install/iam_policy.json at v3.5.0),
+#: shipped with the app so synth needs nothing outside the repository. A test keeps it equal to the
+#: upstream reference copy; replace it together with LOAD_BALANCER_CONTROLLER_CHART.
+POLICY_FILE = Path(__file__).resolve().parent / "policies" / "aws-load-balancer-controller-v3.5.0.json"
 NAMESPACE = "kube-system"
 SERVICE_ACCOUNT = "aws-load-balancer-controller"
 

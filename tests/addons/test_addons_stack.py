@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 from aws_cdk.assertions import Match, Template
@@ -17,7 +18,7 @@ from stacks.config.addons import (
 )
 from tests.addons._cfn import helm_releases, manifests, one, resources
 from tests.helpers.cfn import cfn_lint, unacknowledged
-from tests.helpers.crd_schema import served_schemas, validate
+from tests.helpers.crd_schema import REPO, served_schemas, validate
 
 SYSTEM = {"llama-eks/node-class": "system"}
 GPU_TOLERATION = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
@@ -139,11 +140,15 @@ def test_load_balancer_controller_values_and_official_policy(addons, releases, s
         "replicaCount": 2,
         "nodeSelector": SYSTEM,
     }
-    import json
 
     from stacks.addons.load_balancer_controller import POLICY_FILE
+    from stacks.config.addons import LOAD_BALANCER_CONTROLLER_CHART
 
-    official = json.loads(POLICY_FILE.read_text())
+    # The shipped copy is the upstream policy of the pinned chart version, unchanged.
+    reference = REPO.parent / "shared/reference/aws-load-balancer-controller-iam-policy.json"
+    official = json.loads(reference.read_text())
+    assert json.loads(POLICY_FILE.read_text()) == official
+    assert POLICY_FILE.name == f"aws-load-balancer-controller-v{LOAD_BALANCER_CONTROLLER_CHART}.json"
     _, policy = one(addons, "AWS::IAM::ManagedPolicy", "LoadBalancerControllerPolicy")
     actual = policy["Properties"]["PolicyDocument"]["Statement"]
 
