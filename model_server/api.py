@@ -492,7 +492,14 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
         finally:
             req.cancel()
 
-    sse_headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    def stream_response(body: Any, req: GenRequest, stream: AsyncStream, chunk: Any) -> StreamingResponse:
+        """The SSE response of a `stream: true` OpenAI request (usage chunk if `stream_options` asks)."""
+        include = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(
+            stream_events(req, stream, chunk, include),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     # ------------------------------------------------------------------ /predict (seed contract)
     @app.post("/predict", tags=["seed"], dependencies=auth, summary="The original chapter-2 endpoint.")
@@ -538,12 +545,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
             }
 
         if body.stream:
-            include = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(
-                stream_events(req, stream, chunk, include),
-                media_type="text/event-stream",
-                headers=sse_headers,
-            )
+            return stream_response(body, req, stream, chunk)
         text, ev = await collect(request, req, stream)
         out = chunk(text, ev.finish_reason)
         assert out is not None
@@ -579,12 +581,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
             }
 
         if body.stream:
-            include = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(
-                stream_events(req, stream, chunk, include),
-                media_type="text/event-stream",
-                headers=sse_headers,
-            )
+            return stream_response(body, req, stream, chunk)
         text, ev = await collect(request, req, stream)
         return {
             "id": cid,
