@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import aws_cdk as cdk
 from constructs import Construct
 
+from config import NODE_CLASS_LABEL, AppConfig, ConfigError
 from stacks.addons.stack import AddonsStack
 from stacks.cluster_stack import ClusterStack
-from stacks.config import NODE_CLASS_LABEL, AppConfig, ConfigError
 from stacks.inference_stack import InferenceStack, inference_placement
 from stacks.network_stack import NetworkStack
 from stacks.pipeline_app import build as build_for_mode

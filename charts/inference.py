@@ -24,12 +24,12 @@ import cdk8s_plus_30 as kplus
 from cdk8s_plus_30 import k8s
 from constructs import Construct
 
+from config.base import CIDR_ALLOWED, is_ipv4_cidr
+from config.errors import ConfigError
+from config.inference import Accelerator, Autoscaler, InferenceConfig, Scheme
 from imports.com.coreos import monitoring
 from imports.io.k8s import autoscaling as vpa
 from imports.sh import keda
-from stacks.config._parse import check_cidr
-from stacks.config.errors import ConfigError
-from stacks.config.inference import Accelerator, Autoscaler, InferenceConfig, Scheme
 
 #: The server's port (model_server default; seed ch2/ch3).
 SERVER_PORT = 5000
@@ -80,7 +80,8 @@ class InferenceChartProps:
             raise ConfigError("inference", self.config, "an InferenceConfig")
         if not isinstance(self.image, str) or not self.image:
             raise ConfigError("inference.image", self.image, "a container image URI")
-        check_cidr("network.vpcCidr", self.vpc_cidr)
+        if not is_ipv4_cidr(self.vpc_cidr):
+            raise ConfigError("network.vpcCidr", self.vpc_cidr, CIDR_ALLOWED)
         if self.config.accelerator is Accelerator.GPU and not self.gpu_node_selector:
             raise ConfigError(
                 "compute.gpuCapacity",

@@ -26,7 +26,7 @@ NODECLASS_NAME = "default"
 #: Taint of every GPU node; GPU workloads (and the NVIDIA DaemonSets) tolerate it.
 GPU_TAINT_KEY = "nvidia.com/gpu"
 GPU_TAINT_VALUE = "true"
-#: Label every node of this product carries (same key as the managed nodegroups: stacks/config/compute.py).
+#: Label every node of this product carries (same key as the managed nodegroups: config/compute.py).
 NODE_CLASS_LABEL = "llama-eks/node-class"
 #: Subnets and security groups Karpenter may use carry this tag (value: the cluster name).
 DISCOVERY_TAG = "karpenter.sh/discovery"

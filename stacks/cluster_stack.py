@@ -12,12 +12,12 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
+from config import ClusterConfig, ComputeConfig, GpuCapacity
 from stacks.cluster.control_plane import EksControlPlane
 from stacks.cluster.managed_addons import ManagedAddons
 from stacks.cluster.nodegroup import ManagedNodegroup
 from stacks.cluster.nodes import NodeRole, NodeSecurityGroup
 from stacks.cluster.secrets_key import SecretsKey
-from stacks.config import ClusterConfig, ComputeConfig, GpuCapacity
 
 VERSION_WARNING_ID = "llama-eks:kubernetesVersionSupport"
 

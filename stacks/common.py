@@ -6,7 +6,7 @@ from aws_cdk import Acknowledgment, Validations
 from aws_cdk import aws_logs as logs
 from constructs import IConstruct
 
-from stacks.config.network import LOG_RETENTION_DAYS
+from config.base import LOG_RETENTION_DAYS
 
 # logs.RetentionDays members are names (ONE_DAY, ...) in ascending order, INFINITE last.
 _RETENTION = dict(

@@ -28,7 +28,7 @@ from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct, IConstruct
 
 from charts.inference import SERVICE_PORT, InferenceChart, InferenceChartProps
-from stacks.config.inference import Accelerator, Autoscaler, InferenceConfig
+from config.inference import Accelerator, Autoscaler, InferenceConfig
 from stacks.inference.image import ModelServerImage
 from stacks.inference.model_access import ModelAccess
 
@@ -194,7 +194,7 @@ def inference_placement(config: Any, *, addons: Any, gpu_nodegroup: IConstruct |
     nodegroup``). Returns the keyword arguments ``node_selector`` and ``after_*`` of :class:`InferenceStack`.
     """
     from charts.karpenter import GENERAL_NODEPOOL_NAME, GPU_NODEPOOL_NAME
-    from stacks.config import NODE_CLASS_LABEL, GpuCapacity
+    from config import NODE_CLASS_LABEL, GpuCapacity
 
     installed: Mapping[str, IConstruct] = addons.ctx.installed
     inference: InferenceConfig = config.inference

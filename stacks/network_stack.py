@@ -8,7 +8,7 @@ from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
-from stacks.config import NetworkConfig
+from config import NetworkConfig
 from stacks.network import EksVpc
 
 

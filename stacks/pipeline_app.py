@@ -13,9 +13,9 @@ from typing import Any
 import aws_cdk as cdk
 from constructs import Construct
 
-from stacks.config import AppConfig, EndpointAccess, load_config
-from stacks.config.errors import ConfigError
-from stacks.config.pipeline import PipelineConfig, SmokeVia, load_pipeline_config
+from config import AppConfig, EndpointAccess, load_config
+from config.errors import ConfigError
+from config.pipeline import PipelineConfig, SmokeVia, load_pipeline_config
 from stacks.pipeline_stack import PipelineStack, StageTarget
 from stacks.stage import LlamaStage, SmokeAccess
 

@@ -20,8 +20,8 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import pipelines
 from constructs import Construct
 
+from config.pipeline import PipelineConfig, SourceConfig
 from stacks.common import acknowledge
-from stacks.config.pipeline import PipelineConfig, SourceConfig
 from stacks.stage import SmokeTestSpec
 
 #: CodeBuild image of every step: Amazon Linux based standard 7.0 (Python 3.11 and Node 20 available).

@@ -69,7 +69,7 @@ def synth_app(
     import aws_cdk as cdk
 
     from app import build_app
-    from stacks.config import load_config
+    from config import load_config
 
     context = {
         **cdk_json_context(),

@@ -1,7 +1,7 @@
 """The one contract every cluster add-on implements (cdk-eks-blueprints style).
 
 An add-on says whether the configuration enables it, which other add-ons it needs, and deploys itself
-into the AddonsStack. Conflicts between add-ons are configuration errors (``stacks/config/addons.py``);
+into the AddonsStack. Conflicts between add-ons are configuration errors (``config/addons.py``);
 the stack re-checks ``requires`` so a wrong registry fails synth with the add-on names.
 """
 
@@ -18,7 +18,7 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct
 
-from stacks.config.addons import AddonsConfig
+from config.addons import AddonsConfig
 
 
 @dataclass

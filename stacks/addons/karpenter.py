@@ -22,11 +22,11 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from charts.karpenter import GpuNodePoolProps, KarpenterNodePools, KarpenterNodePoolsProps
+from config.addons import AddonsConfig, KarpenterConfig
 from stacks.addons import karpenter_iam
 from stacks.addons.contract import AddonContext, ClusterAddon, HelmRelease
 from stacks.addons.pod_identity import PodIdentityRole
 from stacks.common import acknowledge, managed_policy_finding
-from stacks.config.addons import AddonsConfig, KarpenterConfig
 
 OCI_REPOSITORY = "oci://public.ecr.aws/karpenter"
 SERVICE_ACCOUNT = "karpenter"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from aws_cdk import Duration
 from constructs import Construct
 
+from config.addons import KEDA_CHART, AddonsConfig
 from stacks.addons.contract import AddonContext, ClusterAddon, HelmRelease
-from stacks.config.addons import KEDA_CHART, AddonsConfig
 
 RELEASE = HelmRelease(
     chart="keda",

@@ -10,10 +10,10 @@ from aws_cdk import Duration
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from config.addons import LOAD_BALANCER_CONTROLLER_CHART, AddonsConfig
 from stacks.addons.contract import AddonContext, ClusterAddon, HelmRelease
 from stacks.addons.pod_identity import PodIdentityRole
 from stacks.common import acknowledge
-from stacks.config.addons import LOAD_BALANCER_CONTROLLER_CHART, AddonsConfig
 
 #: The controller's official policy for this chart version (upstream docs/install/iam_policy.json at v3.5.0),
 #: shipped with the app so synth needs nothing outside the repository. A test keeps it equal to the

@@ -15,9 +15,9 @@ from aws_cdk import aws_aps as aps
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from config.addons import KUBE_PROMETHEUS_STACK_CHART, AddonsConfig, MetricsBackend
 from stacks.addons.contract import AddonContext, ClusterAddon, HelmRelease
 from stacks.addons.pod_identity import PodIdentityRole
-from stacks.config.addons import KUBE_PROMETHEUS_STACK_CHART, AddonsConfig, MetricsBackend
 
 NAMESPACE = "monitoring"
 PROMETHEUS_SERVICE_ACCOUNT = "prometheus"

@@ -10,9 +10,9 @@ from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct
 
 from charts.karpenter import GPU_TAINT_KEY, NODE_CLASS_LABEL
+from config.addons import DCGM_EXPORTER_CHART, NVIDIA_DEVICE_PLUGIN_CHART, AddonsConfig
 from imports.com.coreos import monitoring
 from stacks.addons.contract import AddonContext, ClusterAddon, HelmRelease
-from stacks.config.addons import DCGM_EXPORTER_CHART, NVIDIA_DEVICE_PLUGIN_CHART, AddonsConfig
 
 #: GPU nodes carry this label (managed GPU nodegroup and Karpenter's eks-gpu-np alike).
 GPU_AFFINITY: dict[str, Any] = {

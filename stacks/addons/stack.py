@@ -15,14 +15,14 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct
 
+from config import ConfigError
+from config.addons import AddonsConfig, check_karpenter_compatibility
 from stacks.addons.contract import AddonContext, ClusterAddon
 from stacks.addons.karpenter import KarpenterAddon
 from stacks.addons.keda import KedaAddon
 from stacks.addons.load_balancer_controller import LoadBalancerControllerAddon
 from stacks.addons.metrics import MetricsAddon
 from stacks.addons.nvidia import DcgmExporterAddon, NvidiaDevicePluginAddon
-from stacks.config import ConfigError
-from stacks.config.addons import AddonsConfig, check_karpenter_compatibility
 
 
 def default_addons() -> list[ClusterAddon]:

@@ -11,8 +11,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from config import ClusterConfig, EndpointAccess
 from stacks.common import acknowledge, managed_policy_finding, retention
-from stacks.config import ClusterConfig, EndpointAccess
 
 _LOG_TYPES = {
     "api": eks.ClusterLoggingTypes.API,

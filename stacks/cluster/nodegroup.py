@@ -7,7 +7,7 @@ from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from stacks.config import NodegroupConfig
+from config import NodegroupConfig
 
 #: IMDS hop limit of node instances. 1: pods (not in the host network) cannot reach instance metadata
 #: and so cannot borrow the node role; workloads get AWS credentials from EKS Pod Identity instead.

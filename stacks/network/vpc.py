@@ -7,8 +7,8 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from config import NetworkConfig
 from stacks.common import acknowledge, retention
-from stacks.config import NetworkConfig
 
 # interfaceEndpoints value -> (construct id, endpoint service)
 _INTERFACE_ENDPOINTS = {

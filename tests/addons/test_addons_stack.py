@@ -8,7 +8,7 @@ import json
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from stacks.config.addons import (
+from config.addons import (
     DCGM_EXPORTER_CHART,
     KARPENTER_VERSION,
     KEDA_CHART,
@@ -141,8 +141,8 @@ def test_load_balancer_controller_values_and_official_policy(addons, releases, s
         "nodeSelector": SYSTEM,
     }
 
+    from config.addons import LOAD_BALANCER_CONTROLLER_CHART
     from stacks.addons.load_balancer_controller import POLICY_FILE
-    from stacks.config.addons import LOAD_BALANCER_CONTROLLER_CHART
 
     # The shipped copy is the upstream policy of the pinned chart version, unchanged.
     reference = REPO.parent / "shared/reference/aws-load-balancer-controller-iam-policy.json"
@@ -349,3 +349,27 @@ def test_nodegroup_alternative_synthesizes_without_karpenter_and_with_amp(altern
     )
     assert cfn_lint(addons) == []
     assert unacknowledged(alternative.findings, "", "Addons/") == []
+
+
+def test_stack_rejects_an_addon_whose_requirement_is_missing():
+    import aws_cdk as cdk
+
+    from config import AddonsConfig, ConfigError
+    from stacks.addons.nvidia import DcgmExporterAddon
+    from stacks.addons.stack import AddonsStack
+
+    with pytest.raises(ConfigError) as info:
+        AddonsStack(
+            cdk.App(),
+            "Addons",
+            cluster=None,  # never reached: the contract check runs first
+            cluster_name="c",
+            kubernetes_version="1.35",
+            vpc=None,
+            config=AddonsConfig(),
+            system_node_selector={},
+            addons=[DcgmExporterAddon()],
+        )
+    assert str(info.value) == (
+        "Invalid config 'addons.dcgmExporter.enabled': True. Allowed: false, or enable ['metrics'] too."
+    )

@@ -8,8 +8,7 @@ from typing import Any
 from cdk8s import Testing
 
 from charts.inference import InferenceChart, InferenceChartProps
-from stacks.config._parse import Section
-from stacks.config.inference import InferenceConfig, from_section
+from config.inference import InferenceConfig
 
 IMAGE = "111111111111.dkr.ecr.us-west-2.amazonaws.com/cdk-hnb659fds-container-assets:0123abcd"
 
@@ -43,7 +42,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def config_of(section: Mapping[str, Any]) -> InferenceConfig:
-    return from_section(Section(dict(section), "inference"))
+    return InferenceConfig.load(dict(section))
 
 
 def render(config: InferenceConfig | None = None, **props: Any) -> Manifests:

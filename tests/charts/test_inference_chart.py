@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from stacks.config.errors import ConfigError
-from stacks.config.inference import InferenceConfig
+from config.errors import ConfigError
+from config.inference import InferenceConfig
 from tests.charts.manifests import IMAGE, Manifests, by_kind, config_of, one, render
 
 SEL = 'namespace="llama",pod=~"my-llama-[a-z0-9]+-[a-z0-9]+"'

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from stacks.config import ConfigError, load_config
+from config import ConfigError, load_config
 from stacks.inference_stack import MANIFEST_GROUPS, SEED_PREDICT_BODY
 from tests.conftest import Synthesized, cdk_json_context, synth_app
 from tests.helpers.cfn import cfn_lint, unacknowledged

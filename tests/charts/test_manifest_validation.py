@@ -1,7 +1,7 @@
 """Every object the inference chart renders validates against a real schema.
 
 Core kinds: kubernetes-validate's strict schemas (unknown fields are errors) for every Kubernetes version
-the app supports (stacks/config/versions.py; kubernetes-validate 1.37.0 ships 1.25-1.37). Custom
+the app supports (config/versions.py; kubernetes-validate 1.37.0 ships 1.25-1.37). Custom
 resources: the served CRD schema of ../shared/crds (tests/helpers/crd_schema.py, strict).
 """
 
@@ -12,7 +12,7 @@ import copy
 import kubernetes_validate
 import pytest
 
-from stacks.config.versions import DEFAULT_KUBERNETES_VERSION, SUPPORTED_VERSIONS
+from config.versions import DEFAULT_KUBERNETES_VERSION, SUPPORTED_VERSIONS
 from tests.charts.manifests import VARIANTS, Manifests, one
 from tests.helpers import crd_schema
 

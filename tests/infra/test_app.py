@@ -6,7 +6,7 @@ import aws_cdk as cdk
 import pytest
 
 from app import build_app
-from stacks.config import load_config
+from config import load_config
 from tests.conftest import TEST_TODAY, cdk_json_context
 
 

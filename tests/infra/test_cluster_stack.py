@@ -13,7 +13,7 @@ import pytest
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk.assertions import Match, Template
 
-from stacks.config import GpuCapacity
+from config import GpuCapacity
 from tests.conftest import Synthesized
 
 CLUSTER = "ControlPlaneCluster8AFA2E51"

@@ -13,7 +13,7 @@ from aws_cdk.assertions import Match, Template
 from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
 
-from stacks.config.pipeline import CDK_ASSETS_VERSION, pinned_cdk_cli_version
+from config.pipeline import CDK_ASSETS_VERSION, pinned_cdk_cli_version
 from tests.conftest import REPO
 from tests.helpers.cfn import cfn_lint, normalize_template, unacknowledged
 from tests.pipeline.conftest import (

@@ -11,7 +11,7 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from stacks.config import ConfigError
+from config import ConfigError
 from stacks.pipeline_app import build
 from stacks.stage import LlamaStage
 from tests.pipeline.conftest import (

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from stacks.config import ConfigError, load_config
-from stacks.config.pipeline import (
+from config import ConfigError, load_config
+from config.pipeline import (
     CrossAccountKeys,
     DeployMode,
     SourceProvider,
@@ -157,7 +157,9 @@ ARN_ALLOWED = (
         ),
         (
             _ctx(source=None),
-            "Invalid config 'pipeline.source.provider': None. Allowed: a value is required.",
+            "2 invalid config values:\n"
+            "- Invalid config 'pipeline.source.provider': None. Allowed: a value is required.\n"
+            "- Invalid config 'pipeline.source.repository': None. Allowed: a value is required.",
         ),
         (
             _ctx(source=_source(provider="svn")),

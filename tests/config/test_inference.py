@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from stacks.config.errors import ConfigError
-from stacks.config.inference import (
+from config.errors import ConfigError
+from config.inference import (
     CPU_RESOURCES,
     DEFAULT_MODEL_URI,
     GPU_RESOURCES,
@@ -200,8 +201,10 @@ def test_open_internet_is_an_explicit_choice() -> None:
     assert c.exposure.source_ranges == ("0.0.0.0/0",)
 
 
-def test_dataclasses_validate_when_built_directly() -> None:
-    # Props built in Python (not from cdk.json) fail the same way, in the constructor.
-    with pytest.raises(ConfigError) as err:
+def test_models_validate_when_built_directly() -> None:
+    # Config built in Python (not from cdk.json) fails in the constructor too; load() names the dotted key.
+    with pytest.raises(ValidationError, match="name"):
         InferenceConfig(name="x" * 41)
+    with pytest.raises(ConfigError) as err:
+        InferenceConfig.load({"name": "x" * 41})
     assert err.value.key == "inference.name"

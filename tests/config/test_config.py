@@ -6,8 +6,9 @@ import datetime
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from stacks.config import (
+from config import (
     DEFAULT_KUBERNETES_VERSION,
     KUBERNETES_VERSIONS,
     SECTIONS,
@@ -18,7 +19,7 @@ from stacks.config import (
     Taint,
     load_config,
 )
-from stacks.config.versions import SupportStatus
+from config.versions import SupportStatus
 from tests.conftest import cdk_json_context
 
 
@@ -101,7 +102,7 @@ def test_dotted_override_beats_environment_and_base() -> None:
 
 def test_config_is_frozen() -> None:
     config = load_config({})
-    with pytest.raises(AttributeError):
+    with pytest.raises(ValidationError, match="frozen"):
         config.cluster.name = "x"  # type: ignore[misc]
     with pytest.raises(TypeError):
         config.compute.gpu_nodegroup.labels["x"] = "y"  # type: ignore[index]

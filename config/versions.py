@@ -96,7 +96,3 @@ KUBERNETES_VERSIONS: dict[str, KubernetesVersionInfo] = {
 DEFAULT_KUBERNETES_VERSION = "1.35"
 
 SUPPORTED_VERSIONS: tuple[str, ...] = tuple(KUBERNETES_VERSIONS)
-
-
-def version_info(version: str) -> KubernetesVersionInfo:
-    return KUBERNETES_VERSIONS[version]

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import aws_cdk as cdk
 import pytest
 
-from stacks.config import ConfigError, load_config
-from stacks.config._parse import Section
-from stacks.config.addons import (
+from config import ConfigError, load_config
+from config.addons import (
     KARPENTER_COMPATIBILITY,
     AddonsConfig,
     KarpenterConfig,
     MetricsBackend,
     check_karpenter_compatibility,
-    from_section,
 )
 from tests.conftest import cdk_json_context
 
@@ -32,7 +29,7 @@ def test_cdk_json_spells_out_the_defaults():
     config = _load()
     assert config.addons == AddonsConfig()
     assert config.compute.gpu_capacity.value == "karpenter"
-    assert from_section(Section({}, "addons")) == AddonsConfig()
+    assert AddonsConfig.load({}) == AddonsConfig()
 
 
 def test_defaults_follow_the_seed_and_the_issue():
@@ -197,25 +194,4 @@ def test_gate_fails_loading_the_app_config():
             "addons.karpenter.enabled": False,
             "addons.karpenter.version": "1.8.0",
         }
-    )
-
-
-def test_stack_rejects_an_addon_whose_requirement_is_missing():
-    from stacks.addons.nvidia import DcgmExporterAddon
-    from stacks.addons.stack import AddonsStack
-
-    with pytest.raises(ConfigError) as info:
-        AddonsStack(
-            cdk.App(),
-            "Addons",
-            cluster=None,  # never reached: the contract check runs first
-            cluster_name="c",
-            kubernetes_version="1.35",
-            vpc=None,
-            config=AddonsConfig(),
-            system_node_selector={},
-            addons=[DcgmExporterAddon()],
-        )
-    assert str(info.value) == (
-        "Invalid config 'addons.dcgmExporter.enabled': True. Allowed: false, or enable ['metrics'] too."
     )

@@ -1,0 +1,522 @@
+"""``inference`` section: the llama inference service on the cluster (chart ``charts/inference.py``).
+
+Every key has a default, so ``"inference": {}`` deploys seed ch3's ``my-llama`` service done for
+production: on a GPU, internal NLB, KEDA autoscaling, ServiceMonitor and dashboard. Defaults of keys left
+unset follow the accelerator and, when the add-ons are known (``load_config``), what they install.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, Strict, model_validator
+
+from .base import DNS_LABEL_PATTERN, Bool, Cidr, CommaSeparated, ConfigModel, Given, Int, matches
+from .errors import Allowed, Invalid, Rule
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from .addons import AddonsConfig
+
+#: The seed's model (ch2/ch3): Llama 2 7B chat, Q2_K quantisation (2.83 GB), from Hugging Face.
+DEFAULT_MODEL_URI = (
+    "https://huggingface.co/TheBloke/Llama-2-7B-Chat-GGUF/resolve/main/llama-2-7b-chat.Q2_K.gguf"
+)
+
+_DNS_LABEL = re.compile(DNS_LABEL_PATTERN)
+
+
+class Accelerator(enum.StrEnum):
+    """Where the model runs: ``gpu`` (CUDA image, one ``nvidia.com/gpu``) or ``cpu``."""
+
+    GPU = "gpu"
+    CPU = "cpu"
+
+
+class Autoscaler(enum.StrEnum):
+    """``keda``: ScaledObject on queue/in-flight/GPU metrics (default on GPU; allows scale to zero).
+    ``hpa``: seed ch6's CPU HorizontalPodAutoscaler (default on CPU). ``none``: fixed ``replicas``."""
+
+    KEDA = "keda"
+    HPA = "hpa"
+    NONE = "none"
+
+
+class Scheme(enum.StrEnum):
+    """NLB scheme. ``internal`` (default) is reachable from the VPC only."""
+
+    INTERNAL = "internal"
+    INTERNET_FACING = "internet-facing"
+
+
+def _model_uri(uri: str) -> str:
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("https", "s3", "file") or not parsed.path.endswith(".gguf"):
+        raise Invalid("an https://, s3:// or file:// URI of a .gguf file")
+    if parsed.scheme == "s3" and (not parsed.netloc or parsed.path in ("", "/")):
+        raise Invalid("s3://<bucket>/<key>.gguf")
+    return uri
+
+
+def _prometheus_url(url: str) -> bool:
+    parsed = urlparse(url)
+    return parsed.scheme in ("http", "https") and bool(parsed.netloc)
+
+
+def parse_quantity(value: str) -> float:
+    """Quantity -> base units (cores or bytes), enough to compare a request with its limit."""
+    m = re.match(r"^(\d+(?:\.\d+)?)(m|Ki|Mi|Gi|Ti)?$", value)
+    if not m:
+        raise ValueError(f"not a Kubernetes quantity: {value!r}")
+    scale = {None: 1, "m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
+CpuQuantity = Annotated[
+    str, Strict(), matches(r"\d+(\.\d{1,3})?|\d+m", "a Kubernetes quantity such as '4', '2.5' or '500m'")
+]
+MemoryQuantity = Annotated[
+    str, Strict(), matches(r"\d+(Mi|Gi)", "a Kubernetes quantity such as '16Gi' or '512Mi'")
+]
+DnsLabel = Annotated[
+    str,
+    Strict(),
+    matches(DNS_LABEL_PATTERN, "a DNS label: lower-case letters, digits and '-', at most 40 characters"),
+]
+
+
+class ModelConfig(ConfigModel):
+    """The GGUF the init container fetches (``python -m model_server fetch``) before the server starts."""
+
+    path = "inference.model"
+
+    uri: Annotated[str, Strict(), Rule(_model_uri, "an https://, s3:// or file:// URI of a .gguf file")] = (
+        Field(
+            DEFAULT_MODEL_URI,
+            description="`https://` (Hugging Face `resolve` URLs), `s3://bucket/key` (read through the pod's "
+            "Pod Identity role, which gets read access to exactly this object) or a `file://` path in the "
+            "image. Default: the seed's Llama-2-7B-Chat Q2_K.",
+        )
+    )
+    sha256: Annotated[str, Strict(), matches(r"[0-9a-f]{64}", "64 lower-case hex digits")] | None = Field(
+        None, description="Verified after download when given."
+    )
+    size_gib: Int = Field(
+        3,
+        ge=1,
+        le=200,
+        alias="sizeGiB",
+        description="The file's size in GiB, rounded up: sizes the model volume (+1 GiB for the download's "
+        "temporary file) and the startup budget.",
+    )
+
+    @property
+    def file_name(self) -> str:
+        return urlparse(self.uri).path.rsplit("/", 1)[-1]
+
+    @property
+    def s3_bucket(self) -> str | None:
+        parsed = urlparse(self.uri)
+        return parsed.netloc if parsed.scheme == "s3" else None
+
+    @property
+    def s3_key(self) -> str | None:
+        parsed = urlparse(self.uri)
+        return parsed.path.lstrip("/") if parsed.scheme == "s3" else None
+
+
+class ResourcesConfig(ConfigModel):
+    """Requests/limits of the server container. Memory request == limit (no overcommit for a model that
+    lives in RAM). Defaults per accelerator: GPU (g6.2xlarge: 8 vCPU, 32 GiB) 3/6 CPU, 16Gi; CPU 2/4, 8Gi."""
+
+    path = "inference.resources"
+
+    cpu_request: CpuQuantity = Field(
+        "3", description="CPU request.", json_schema_extra={"defaultDoc": "`3` (gpu), `2` (cpu)"}
+    )
+    cpu_limit: CpuQuantity = Field(
+        "6",
+        description="CPU limit, at least the request.",
+        json_schema_extra={"defaultDoc": "`6` (gpu), `4` (cpu)"},
+    )
+    memory: MemoryQuantity = Field(
+        "16Gi",
+        description="Memory request and limit.",
+        json_schema_extra={"defaultDoc": "`16Gi` (gpu), `8Gi` (cpu)"},
+    )
+
+    @model_validator(mode="after")
+    def _limit_covers_request(self) -> ResourcesConfig:
+        if parse_quantity(self.cpu_limit) < parse_quantity(self.cpu_request):
+            raise Invalid(
+                f"a quantity >= inference.resources.cpuRequest ({self.cpu_request})",
+                key="inference.resources.cpuLimit",
+                value=self.cpu_limit,
+            )
+        return self
+
+
+#: Resources per accelerator (the defaults of ``inference.resources``).
+DEFAULT_RESOURCES: Mapping[Accelerator, ResourcesConfig] = {
+    Accelerator.GPU: ResourcesConfig(cpu_request="3", cpu_limit="6", memory="16Gi"),
+    Accelerator.CPU: ResourcesConfig(cpu_request="2", cpu_limit="4", memory="8Gi"),
+}
+GPU_RESOURCES = DEFAULT_RESOURCES[Accelerator.GPU]
+CPU_RESOURCES = DEFAULT_RESOURCES[Accelerator.CPU]
+
+
+class ExposureConfig(ConfigModel):
+    """The ``<name>-svc`` LoadBalancer Service (NLB through the AWS Load Balancer Controller).
+
+    ``internet-facing`` requires ``sourceRanges`` (explicit client CIDRs, written to
+    ``loadBalancerSourceRanges``); ``0.0.0.0/0`` is refused unless ``allowAnySource`` is set, so an open
+    endpoint is always a deliberate choice.
+    """
+
+    path = "inference.exposure"
+
+    scheme: Scheme = Field(Scheme.INTERNAL, description="`internal`: reachable from the VPC only.")
+    source_ranges: Annotated[tuple[Cidr, ...], CommaSeparated] = Field(
+        (), description="Client CIDRs of an internet-facing NLB (required then)."
+    )
+    allow_any_source: Bool = Field(False, description="Allow `0.0.0.0/0` in `sourceRanges`.")
+
+    @model_validator(mode="after")
+    def _deliberately_open(self) -> ExposureConfig:
+        key = "inference.exposure.sourceRanges"
+        for cidr in self.source_ranges:
+            if ipaddress.ip_network(cidr).prefixlen == 0 and not self.allow_any_source:
+                raise Invalid(
+                    "client CIDRs narrower than /0 (set inference.exposure.allowAnySource to true to open "
+                    "the endpoint to the whole internet)",
+                    key=key,
+                    value=cidr,
+                )
+        if self.scheme is Scheme.INTERNET_FACING and not self.source_ranges:
+            raise Invalid(
+                "a non-empty list of client CIDRs when inference.exposure.scheme is 'internet-facing'",
+                key=key,
+                value=[],
+            )
+        return self
+
+
+class KedaConfig(ConfigModel):
+    """ScaledObject triggers (Prometheus queries over this deployment's pods) and pacing.
+
+    Scale out when, per replica, more than ``queuePerReplica`` requests wait (``llamacpp:requests_deferred``)
+    or more than ``inFlightPerReplica`` are processing (``llamacpp:requests_processing``), or when the
+    pods' average ``DCGM_FI_DEV_GPU_UTIL`` exceeds ``gpuUtilization`` percent (GPU only).
+    """
+
+    path = "inference.autoscaling.keda"
+
+    queue_per_replica: Int = Field(2, ge=1, le=1000, description="Waiting requests per replica.")
+    in_flight_per_replica: Int = Field(4, ge=1, le=1000, description="Requests in progress per replica.")
+    gpu_utilization: Int = Field(70, ge=1, le=100, description="Average GPU utilisation, percent (GPU only).")
+    polling_interval_seconds: Int = Field(15, ge=5, le=600, description="Seconds between trigger queries.")
+    cooldown_seconds: Int = Field(
+        300,
+        ge=30,
+        le=86400,
+        description="Seconds after the last active trigger before scaling to `minReplicas` 0.",
+    )
+
+
+class AutoscalingConfig(ConfigModel):
+    """``mode``, replica bounds and the HPA CPU target.
+
+    ``hpa`` uses seed ch6's numbers: min 1, max 5, average CPU 70%, scale-down stabilisation 180 s and at
+    most 50% per 15 s, scale-up without stabilisation and at most 2 pods per 15 s (selectPolicy Max).
+    """
+
+    path = "inference.autoscaling"
+
+    mode: Autoscaler = Field(
+        Autoscaler.KEDA,
+        description="`keda` (queue, in-flight and GPU triggers; allows scale to zero), `hpa` (seed ch6's CPU "
+        "HorizontalPodAutoscaler) or `none` (fixed `replicas`).",
+        json_schema_extra={
+            "defaultDoc": "`keda` on GPU with KEDA, `kubePrometheusStack` and the DCGM exporter installed "
+            "(on CPU without the exporter), else `hpa`"
+        },
+    )
+    min_replicas: Int = Field(
+        1,
+        ge=0,
+        le=100,
+        description="Fewest replicas; 0 (scale to zero: Karpenter removes the idle GPU node) only with "
+        "`keda`.",
+    )
+    max_replicas: Int = Field(5, ge=1, le=100, description="Most replicas, at least `minReplicas`.")
+    cpu_utilization: Int = Field(70, ge=1, le=100, description="The HPA's average CPU target, percent.")
+    keda: KedaConfig = Field(default_factory=KedaConfig, description="KEDA's triggers (table below).")
+
+    @model_validator(mode="after")
+    def _replica_bounds(self) -> AutoscalingConfig:
+        if self.min_replicas == 0 and self.mode is not Autoscaler.KEDA:
+            raise Invalid(
+                "an integer >= 1 unless inference.autoscaling.mode is 'keda' "
+                "(only KEDA scales to and from zero)",
+                key="inference.autoscaling.minReplicas",
+                value=0,
+            )
+        if self.max_replicas < self.min_replicas:
+            raise Invalid(
+                f"an integer from max(1, inference.autoscaling.minReplicas ({self.min_replicas})) to 100",
+                key="inference.autoscaling.maxReplicas",
+                value=self.max_replicas,
+            )
+        return self
+
+
+class VpaConfig(ConfigModel):
+    """Optional VerticalPodAutoscaler in recommendation mode only (``updateMode: Off``).
+
+    Seed ch6: VPA acting on pods (Auto/Recreate/Initial) together with an HPA (KEDA makes one) fights it
+    over the same pods, and evicting a GPU pod re-downloads the model. Recommendations are safe.
+    """
+
+    path = "inference.vpa"
+
+    enabled: Bool = Field(False, description="Render the VerticalPodAutoscaler.")
+    update_mode: Annotated[
+        Literal["Off"],
+        Allowed(
+            "'Off' (recommendations only: a VPA that evicts pods conflicts with the HPA/KEDA autoscaler on "
+            "the same pods)"
+        ),
+    ] = Field("Off", description="Recommendations only.")
+
+
+class ApiKeyConfig(ConfigModel):
+    """Optional bearer-token auth. The key lives in a Kubernetes Secret ``secretName`` (key ``api-key``) that
+    you create (docs/runbook.md), never in the CloudFormation template; the server reads it from a mounted
+    file (``MODEL_SERVER_API_KEY_FILE``)."""
+
+    path = "inference.apiKey"
+
+    enabled: Bool = Field(False, description="Require `Authorization: Bearer <key>` on the API.")
+    secret_name: DnsLabel = Field(
+        "my-llama-api-key",
+        description="The Kubernetes Secret holding the key.",
+        json_schema_extra={"defaultDoc": "`<inference.name>-api-key`"},
+    )
+
+
+class MonitoringConfig(ConfigModel):
+    """Prometheus integration: ServiceMonitor for ``/metrics``, Grafana dashboard ConfigMap (label
+    ``grafana_dashboard: "1"`` for the sidecar), the Prometheus namespace allowed through the NetworkPolicy
+    and the server address KEDA queries. Defaults match kube-prometheus-stack installed as release
+    ``kube-prometheus-stack`` in namespace ``monitoring``."""
+
+    path = "inference.monitoring"
+
+    service_monitor: Bool = Field(
+        True,
+        description="Render a ServiceMonitor for `/metrics`.",
+        json_schema_extra={"defaultDoc": "`true` unless `addons.metrics.backend` is `none`"},
+    )
+    dashboard: Bool = Field(
+        True,
+        description="Render the Grafana dashboard ConfigMap.",
+        json_schema_extra={"defaultDoc": "`true` with `kubePrometheusStack` and Grafana"},
+    )
+    prometheus_namespace: Annotated[
+        str, Strict(), matches(DNS_LABEL_PATTERN, "a DNS label: lower-case letters, digits and '-'")
+    ] = Field("monitoring", description="Namespace of Prometheus (allowed through the NetworkPolicy).")
+    prometheus_url: Annotated[
+        str, Strict(), Rule(_prometheus_url, "an http:// or https:// URL of the Prometheus server")
+    ] = Field(
+        "http://kube-prometheus-stack-prometheus.monitoring.svc:9090",
+        description="The Prometheus server KEDA's triggers query.",
+    )
+
+
+def _namespace(value: str) -> bool:
+    return bool(_DNS_LABEL.fullmatch(value)) and not value.startswith("kube-")
+
+
+def keda_available(addons: AddonsConfig | None, accelerator: Accelerator) -> bool:
+    """Whether the add-ons install what KEDA's triggers need for ``accelerator``."""
+    if addons is None:
+        return True
+    from .addons import MetricsBackend
+
+    return (
+        addons.keda.enabled
+        and addons.metrics.backend is MetricsBackend.KUBE_PROMETHEUS_STACK
+        and (accelerator is Accelerator.CPU or addons.dcgm_exporter.enabled)
+    )
+
+
+class InferenceConfig(ConfigModel):
+    """The inference service. ``name`` (seed: ``my-llama``) names the Deployment; the Service is
+    ``<name>-svc``. ``replicas`` applies only with ``autoscaling.mode: none``.
+
+    ``drainTimeoutSeconds`` is the server's own drain (``MODEL_SERVER_DRAIN_TIMEOUT_S``); ``preStopSeconds``
+    keeps a terminating pod serving while the NLB deregisters it; the grace period is their sum plus 5 s.
+    ``startupTimeoutSeconds`` bounds download + load + warm-up.
+    """
+
+    path = "inference"
+
+    name: Annotated[
+        str,
+        Strict(),
+        matches(
+            DNS_LABEL_PATTERN, "a DNS label of at most 40 characters: lower-case letters, digits and '-'"
+        ),
+    ] = Field("my-llama", description="Deployment name (seed: `my-llama`); the Service is `<name>-svc`.")
+    namespace: Annotated[
+        str,
+        Strict(),
+        Rule(_namespace, "a DNS label (lower-case letters, digits, '-') not starting with 'kube-'"),
+    ] = Field("llama", description="Namespace of the service (Pod Security `restricted`).")
+    accelerator: Accelerator = Field(
+        Accelerator.GPU, description="`gpu` (CUDA image, one `nvidia.com/gpu` per pod) or `cpu`."
+    )
+    replicas: Int = Field(
+        1, ge=1, le=100, description="Fixed replica count (only with `autoscaling.mode: none`)."
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The model (table below).")
+    resources: ResourcesConfig = Field(
+        default_factory=ResourcesConfig, description="The server container's resources (table below)."
+    )
+    exposure: ExposureConfig = Field(default_factory=ExposureConfig, description="The NLB (table below).")
+    autoscaling: AutoscalingConfig = Field(
+        default_factory=AutoscalingConfig, description="Autoscaling (table below)."
+    )
+    vpa: VpaConfig = Field(default_factory=VpaConfig, description="VerticalPodAutoscaler (table below).")
+    api_key: ApiKeyConfig = Field(
+        default_factory=ApiKeyConfig, description="Bearer-token auth (table below)."
+    )
+    monitoring: MonitoringConfig = Field(
+        default_factory=MonitoringConfig, description="Prometheus (table below)."
+    )
+    drain_timeout_seconds: Int = Field(
+        60, ge=0, le=3600, description="The server's drain on SIGTERM (`MODEL_SERVER_DRAIN_TIMEOUT_S`)."
+    )
+    pre_stop_seconds: Int = Field(
+        15,
+        ge=0,
+        le=300,
+        description="A terminating pod keeps serving this long while the NLB deregisters it.",
+    )
+    startup_timeout_seconds: Int = Field(
+        1200, ge=60, le=7200, description="Bound on model load and warm-up (the startup probe's budget)."
+    )
+
+    @classmethod
+    def dependent_defaults(cls, given: Given) -> Mapping[str, Any]:
+        accelerator: Accelerator = given.value("accelerator")
+        addons: AddonsConfig | None = given.context.get("addons")
+        # KEDA on GPU when what its triggers query is installed; the seed's HPA on CPU.
+        keda = accelerator is Accelerator.GPU and keda_available(addons, accelerator)
+        return {
+            "resources": DEFAULT_RESOURCES[accelerator].model_dump(by_alias=True),
+            "autoscaling": {"mode": Autoscaler.KEDA if keda else Autoscaler.HPA},
+            "apiKey": {"secretName": f"{given.value('name')}-api-key"},
+            "monitoring": _monitoring_defaults(addons),
+        }
+
+    @property
+    def service_name(self) -> str:
+        return f"{self.name}-svc"
+
+    @property
+    def termination_grace_seconds(self) -> int:
+        return self.pre_stop_seconds + self.drain_timeout_seconds + 5
+
+
+def _monitoring_defaults(addons: AddonsConfig | None) -> dict[str, bool]:
+    if addons is None:
+        return {}
+    from .addons import MetricsBackend
+
+    backend = addons.metrics.backend
+    return {
+        "serviceMonitor": backend is not MetricsBackend.NONE,
+        "dashboard": backend is MetricsBackend.KUBE_PROMETHEUS_STACK and addons.metrics.grafana,
+    }
+
+
+def addon_problems(config: InferenceConfig, addons: AddonsConfig) -> list[Invalid]:
+    """What the service uses that the add-ons do not install: each names the key to change."""
+    from .addons import MetricsBackend
+
+    problems = []
+    if not addons.load_balancer_controller.enabled:
+        problems.append(
+            Invalid(
+                "true: the inference Service is an NLB provisioned by the AWS Load Balancer Controller",
+                key="addons.loadBalancerController.enabled",
+                value=False,
+            )
+        )
+    gpu = config.accelerator is Accelerator.GPU
+    if gpu and not addons.nvidia_device_plugin.enabled:
+        problems.append(
+            Invalid(
+                "true when inference.accelerator is 'gpu' (nodes advertise nvidia.com/gpu through it)",
+                key="addons.nvidiaDevicePlugin.enabled",
+                value=False,
+            )
+        )
+    backend = addons.metrics.backend
+    if config.autoscaling.mode is Autoscaler.KEDA:
+        mode = "inference.autoscaling.mode"
+        if not addons.keda.enabled:
+            problems.append(
+                Invalid("'hpa' or 'none' while addons.keda.enabled is false", key=mode, value="keda")
+            )
+        elif backend is not MetricsBackend.KUBE_PROMETHEUS_STACK:
+            problems.append(
+                Invalid(
+                    f"'hpa' or 'none' while addons.metrics.backend is {backend.value!r} "
+                    "(KEDA's triggers query the in-cluster Prometheus of 'kubePrometheusStack')",
+                    key=mode,
+                    value="keda",
+                )
+            )
+        if gpu and not addons.dcgm_exporter.enabled:
+            problems.append(
+                Invalid(
+                    "true when inference.autoscaling.mode is 'keda' on GPU (the GPU utilisation trigger)",
+                    key="addons.dcgmExporter.enabled",
+                    value=False,
+                )
+            )
+    if config.monitoring.service_monitor and backend is MetricsBackend.NONE:
+        problems.append(
+            Invalid(
+                "false while addons.metrics.backend is 'none'",
+                key="inference.monitoring.serviceMonitor",
+                value=True,
+            )
+        )
+    if config.monitoring.dashboard and (
+        backend is not MetricsBackend.KUBE_PROMETHEUS_STACK or not addons.metrics.grafana
+    ):
+        problems.append(
+            Invalid(
+                "false unless addons.metrics.backend is 'kubePrometheusStack' "
+                "with addons.metrics.grafana true",
+                key="inference.monitoring.dashboard",
+                value=True,
+            )
+        )
+    if config.vpa.enabled:
+        problems.append(
+            Invalid(
+                "false: no add-on installs the VerticalPodAutoscaler recommender and CRDs yet (the chart can "
+                "render the recommendation-only VPA once one does)",
+                key="inference.vpa.enabled",
+                value=True,
+            )
+        )
+    return problems
