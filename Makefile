@@ -30,7 +30,7 @@ node_modules/.stamp: package.json package-lock.json
 DEPS := $(VENV)/.stamp-cdk node_modules/.stamp
 -include mk/*.mk
 
-.PHONY: help deps synth test lint check clean
+.PHONY: help deps synth test lint check docs clean
 help:
 	@grep -E '^#   make' $(MAKEFILE_LIST) | sed 's/^#   //'
 
@@ -50,6 +50,10 @@ lint: $(VENV)/.stamp-cdk
 	$(BIN)/ruff format --check .
 
 check: lint test
+
+# The key tables of docs/configuration.md come from the config models (tests/config/test_docs.py checks them).
+docs: $(VENV)/.stamp-cdk
+	$(BIN)/python -m config.docs
 
 clean:
 	rm -rf cdk.out .pytest_cache .ruff_cache

@@ -102,6 +102,11 @@ class Given:
         field = self._model.model_fields[name]
         return name in self._data or field.alias in self._data
 
+    def raw(self, name: str) -> Any:
+        """Field ``name`` as given (by key or field name); None when absent."""
+        field = self._model.model_fields[name]
+        return next((self._data[k] for k in (field.alias, name) if k in self._data), None)
+
     def value(self, name: str) -> Any:
         """Field ``name``'s value as validation will read it; its default when absent or invalid (the
         invalid value is reported by the field itself)."""
@@ -225,6 +230,12 @@ StrMap = Annotated[
 CIDR_ALLOWED = "an IPv4 CIDR with host bits zero, such as 10.0.0.0/16"
 
 
+def cidr_prefix(value: str) -> int | None:
+    """The prefix length written after the ``/`` of ``value`` (None when there is none, or no number)."""
+    _, slash, prefix = value.partition("/")
+    return int(prefix) if slash and prefix.isdigit() else None
+
+
 def is_ipv4_cidr(value: str) -> bool:
     """An IPv4 network written as ADDRESS/PREFIX with host bits zero."""
     try:
@@ -233,8 +244,19 @@ def is_ipv4_cidr(value: str) -> bool:
         return False
 
 
+def check_cidr(value: str, low: int = 0, high: int = 32, why: str = "") -> str:
+    """``value`` if it is an IPv4 CIDR with a prefix from ``low`` to ``high`` and host bits zero; else
+    raise :class:`Invalid` naming what is wrong (the prefix, or the host bits)."""
+    prefix = cidr_prefix(value)
+    if prefix is not None and not low <= prefix <= high:
+        raise Invalid(f"an IPv4 CIDR with a prefix from /{low} to /{high}{why}, such as 10.0.0.0/16")
+    if not is_ipv4_cidr(value):
+        raise Invalid(CIDR_ALLOWED)
+    return value
+
+
 #: An IPv4 network in CIDR form with host bits zero.
-Cidr = Annotated[str, Strict(), Rule(is_ipv4_cidr, CIDR_ALLOWED)]
+Cidr = Annotated[str, Strict(), AfterValidator(check_cidr), Allowed(CIDR_ALLOWED)]
 
 #: CloudWatch Logs accepts only these retention values.
 LOG_RETENTION_DAYS: tuple[int, ...] = (

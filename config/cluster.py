@@ -103,7 +103,8 @@ class ClusterConfig(ConfigModel):
             f"a list that includes {list(REQUIRED_ADDONS)} (nodes need them to become Ready)",
         ),
     ] = Field(
-        MANAGED_ADDONS,
+        # Created in this order: the CNI and kube-proxy before DNS.
+        ("vpc-cni", "kube-proxy", "coredns", "eks-pod-identity-agent", "metrics-server"),
         description="EKS managed add-ons (self-managed bootstrap add-ons are off).",
     )
     support_type: SupportType = Field(

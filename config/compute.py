@@ -11,7 +11,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BeforeValidator, Field, Strict, model_validator
 
 from .base import CommaSeparated, ConfigModel, Given, Int, StrMap, matches
-from .errors import Invalid, raise_all
+from .errors import Allowed, Invalid, raise_all
 from .names import GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, NODE_CLASS_LABEL
 
 #: AMI types allowed per nodegroup role (AL2 is end of life; AL2023 and Bottlerocket are current).
@@ -117,7 +117,9 @@ class NodegroupConfig(ConfigModel):
         ge=20, le=16384, alias="diskSizeGiB", description="Encrypted gp3 root volume, in GiB."
     )
     labels: StrMap = Field(default_factory=dict, description="Kubernetes labels of the nodes.")
-    taints: Annotated[tuple[Annotated[Taint, BeforeValidator(_taint)], ...], CommaSeparated] = Field(
+    taints: Annotated[
+        tuple[Annotated[Taint, BeforeValidator(_taint)], ...], CommaSeparated, Allowed(_TAINT_ALLOWED)
+    ] = Field(
         (),
         description="Kubernetes taints of the nodes, `key=value:Effect` "
         f"(Effect: {', '.join(TAINT_EFFECTS)}).",

@@ -6,10 +6,10 @@ import enum
 import ipaddress
 from typing import Annotated, Literal, get_args
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, Strict, field_validator, model_validator
 
-from .base import Bool, Cidr, CommaSeparated, ConfigModel, Int, LogRetentionDays, Str, Unique
-from .errors import Invalid, Rule, int_range, raise_all
+from .base import Bool, CommaSeparated, ConfigModel, Int, LogRetentionDays, Str, Unique, check_cidr
+from .errors import Allowed, Invalid, int_range, raise_all
 
 #: Interface endpoints the VPC can create (service name suffix -> ``ec2.InterfaceVpcEndpointAwsService``).
 InterfaceEndpoint = Literal["ec2", "ecr.api", "ecr.dkr", "sqs", "sts"]
@@ -34,8 +34,11 @@ class NatGateways(enum.StrEnum):
     ONE_PER_AZ = "onePerAz"
 
 
-def _vpc_cidr(value: str) -> bool:
-    return VPC_PREFIXES[0] <= ipaddress.ip_network(value).prefixlen <= VPC_PREFIXES[1]
+_VPC_LIMIT = " (a VPC limit)"
+
+
+def _vpc_cidr(value: str) -> str:
+    return check_cidr(value, *VPC_PREFIXES, why=_VPC_LIMIT)
 
 
 class NetworkConfig(ConfigModel):
@@ -49,10 +52,14 @@ class NetworkConfig(ConfigModel):
     path = "network"
 
     vpc_cidr: Annotated[
-        Cidr,
-        Rule(_vpc_cidr, "an IPv4 CIDR with a prefix from /16 to /24 (a VPC limit)"),
+        str,
+        Strict(),
+        AfterValidator(_vpc_cidr),
+        Allowed(f"an IPv4 CIDR with a prefix from /{VPC_PREFIXES[0]} to /{VPC_PREFIXES[1]}{_VPC_LIMIT}"),
     ] = Field("10.0.0.0/16", description="The VPC's address range.")
-    availability_zones: Annotated[tuple[Str, ...], CommaSeparated] = Field(
+    availability_zones: Annotated[
+        tuple[Str, ...], CommaSeparated, Allowed("2 to 6 distinct availability zone names of aws.region")
+    ] = Field(
         default_availability_zones(DEFAULT_REGION),
         description=(
             "2 to 6 distinct AZ names of `aws.region` (default: the region's a, b, c). Explicit so synth "
@@ -96,30 +103,47 @@ class NetworkConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _subnets_fit(self) -> NetworkConfig:
+        """The subnets must fit the VPC. The error names the key the user set: a subnet mask given
+        explicitly is blamed with what would fit; otherwise the VPC CIDR, with the sizes that would fit."""
         prefix = ipaddress.ip_network(self.vpc_cidr).prefixlen
+        given = self.model_fields_set
+        masks = {"privateSubnetMask": "private_subnet_mask", "publicSubnetMask": "public_subnet_mask"}
+        too_wide = [key for key, name in masks.items() if getattr(self, name) <= prefix]
+        allowed = int_range(prefix + 1, MAX_SUBNET_MASK)
         raise_all(
             [
-                Invalid(int_range(prefix + 1, MAX_SUBNET_MASK), key=f"network.{key}", value=mask)
-                for key, mask in (
-                    ("privateSubnetMask", self.private_subnet_mask),
-                    ("publicSubnetMask", self.public_subnet_mask),
-                )
-                if mask <= prefix
+                Invalid(allowed, key=f"network.{key}", value=getattr(self, masks[key]))
+                for key in too_wide
+                if masks[key] in given
             ]
         )
-        try:
-            self._layout()
-        except ValueError:
-            azs = len(self.availability_zones)
-            need = azs * (2 ** (32 - self.private_subnet_mask) + 2 ** (32 - self.public_subnet_mask))
+        if not too_wide and _fits(self.vpc_cidr, len(self.availability_zones), *self._masks()):
+            return self
+        azs, (private, public) = len(self.availability_zones), self._masks()
+        subnets = f"{azs} private /{private} and {azs} public /{public} subnets"
+        need, have = azs * (2 ** (32 - private) + 2 ** (32 - public)), 2 ** (32 - prefix)
+        if given & set(masks.values()):
             raise Invalid(
-                f"subnet masks whose {azs} private /{self.private_subnet_mask} and {azs} public "
-                f"/{self.public_subnet_mask} subnets ({need} addresses) fit in network.vpcCidr "
-                f"{self.vpc_cidr} ({2 ** (32 - prefix)} addresses)",
+                f"subnet masks whose {subnets} ({need} addresses) fit in network.vpcCidr {self.vpc_cidr} "
+                f"({have} addresses)",
                 key="network.privateSubnetMask",
                 value=self.private_subnet_mask,
-            ) from None
-        return self
+            )
+        prefixes = range(VPC_PREFIXES[0], VPC_PREFIXES[1] + 1)
+        largest = max((p for p in prefixes if _fits(f"10.0.0.0/{p}", azs, private, public)), default=None)
+        options = [
+            f"a prefix of /{largest} or shorter: {subnets} need {need} addresses, /{prefix} has {have}"
+        ]
+        smaller = _largest_masks_that_fit(self.vpc_cidr, azs)
+        if smaller:
+            options.append(
+                f"keep /{prefix} with network.privateSubnetMask={smaller[0]} and "
+                f"network.publicSubnetMask={smaller[1]}"
+            )
+        raise Invalid("; or ".join(options), key="network.vpcCidr", value=self.vpc_cidr)
+
+    def _masks(self) -> tuple[int, int]:
+        return self.private_subnet_mask, self.public_subnet_mask
 
     @property
     def nat_gateway_count(self) -> int:
@@ -134,17 +158,44 @@ class NetworkConfig(ConfigModel):
         return self._layout()[1]
 
     def _layout(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        vpc = ipaddress.ip_network(self.vpc_cidr)
-        cursor = int(vpc.network_address)
-        groups: list[tuple[str, ...]] = []
-        for mask in (self.private_subnet_mask, self.public_subnet_mask):
-            size = 2 ** (32 - mask)
-            cidrs = []
-            for _ in self.availability_zones:
-                cursor = -(-cursor // size) * size  # align up to the block size
-                cidrs.append(f"{ipaddress.ip_address(cursor)}/{mask}")
-                cursor += size
-            groups.append(tuple(cidrs))
-        if cursor > int(vpc.broadcast_address) + 1:
-            raise ValueError("subnets do not fit")
-        return groups[0], groups[1]
+        private, public = subnet_layout(self.vpc_cidr, len(self.availability_zones), *self._masks())
+        return private, public
+
+
+def subnet_layout(vpc_cidr: str, azs: int, *masks: int) -> list[tuple[str, ...]]:
+    """One ``/mask`` block per AZ for each mask in turn, each aligned, in order from the VPC's start
+    (the allocation CDK's ``ec2.Vpc`` makes). Raises ValueError when they do not fit."""
+    vpc = ipaddress.ip_network(vpc_cidr)
+    cursor = int(vpc.network_address)
+    groups: list[tuple[str, ...]] = []
+    for mask in masks:
+        if mask <= vpc.prefixlen:
+            raise ValueError(f"/{mask} subnets do not fit in {vpc_cidr}")
+        size = 2 ** (32 - mask)
+        cidrs = []
+        for _ in range(azs):
+            cursor = -(-cursor // size) * size  # align up to the block size
+            cidrs.append(f"{ipaddress.ip_address(cursor)}/{mask}")
+            cursor += size
+        groups.append(tuple(cidrs))
+    if cursor > int(vpc.broadcast_address) + 1:
+        raise ValueError("subnets do not fit")
+    return groups
+
+
+def _fits(vpc_cidr: str, azs: int, private: int, public: int) -> bool:
+    try:
+        subnet_layout(vpc_cidr, azs, private, public)
+    except ValueError:
+        return False
+    return True
+
+
+def _largest_masks_that_fit(vpc_cidr: str, azs: int) -> tuple[int, int] | None:
+    """The largest private subnets (then the largest public ones) that fit ``vpc_cidr``, if any."""
+    prefix = ipaddress.ip_network(vpc_cidr).prefixlen
+    for private in range(prefix + 1, MAX_SUBNET_MASK + 1):
+        for public in range(private, MAX_SUBNET_MASK + 1):
+            if _fits(vpc_cidr, azs, private, public):
+                return private, public
+    return None

@@ -51,14 +51,14 @@ from .base import (
     REGION_PATTERN,
     SECRET_ARN_PATTERN,
     Bool,
-    CommaSeparated,
     ConfigModel,
     Given,
     Int,
     Str,
+    StrList,
     matches,
 )
-from .errors import ConfigError, Invalid, raise_all
+from .errors import Allowed, ConfigError, Invalid, raise_all
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,6 +82,7 @@ _CODECOMMIT_REPO = r"[\w.-]{1,100}"
 # Git ref names: no spaces, no "..", no leading "-" or "/", no "~^:?*[\".
 _BRANCH = r"(?![-/])(?!.*\.\.)[^\s~^:?*\[\\]{1,255}(?<![/.])"
 
+_REPOSITORY_ALLOWED = "'owner/name' (GitLab: 'group/subgroup/name'); for CodeCommit a repository name"
 SecretArn = Annotated[str, Strict(), matches(SECRET_ARN_PATTERN, _SECRET_ALLOWED)]
 Branch = Annotated[str, Strict(), matches(_BRANCH, "a git branch name")]
 
@@ -147,7 +148,9 @@ class SharedDataConfig(ConfigModel):
 
     path = "pipeline.source.sharedData"
 
-    repository: Str = Field(description="`owner/name` (CodeCommit: the name) of the shared-data repository.")
+    repository: Annotated[Str, Allowed(_REPOSITORY_ALLOWED)] = Field(
+        description="The shared-data repository, on the same provider as the source."
+    )
     branch: Branch = Field("main", description="Its branch.")
 
 
@@ -159,7 +162,7 @@ class SourceConfig(ConfigModel):
     provider: SourceProvider = Field(
         description="`github`, `gitlab`, `bitbucket` (through a CodeStar Connection) or `codecommit`."
     )
-    repository: Str = Field(description="`owner/name` (GitLab: `group/subgroup/name`); CodeCommit: the name.")
+    repository: Annotated[Str, Allowed(_REPOSITORY_ALLOWED)] = Field(description="The repository.")
     branch: Branch = Field("main", description="The branch the pipeline deploys.")
     connection_arn: Annotated[str, Strict(), matches(_CONNECTION_ARN, _CONNECTION_ARN_ALLOWED)] | None = (
         Field(
@@ -236,7 +239,8 @@ class PipelineConfig(ConfigModel):
     ] = Field("llama-eks-pipeline", description="CodePipeline name and CloudFormation stack name.")
     account: Annotated[str, Strict(), matches(ACCOUNT_PATTERN, "a 12-digit AWS account id")] | None = Field(
         None,
-        description="Where the pipeline runs (required when `deployMode` is `pipeline`).",
+        description="Where the pipeline runs.",
+        json_schema_extra={"defaultDoc": "`null`; required when `deployMode` is `pipeline`"},
     )
     region: Annotated[str, Strict(), matches(REGION_PATTERN, "an AWS region name such as us-west-2")] = Field(
         "us-west-2", description="The pipeline's region."
@@ -244,10 +248,10 @@ class PipelineConfig(ConfigModel):
     source: SourceConfig | None = Field(
         None, description="Where commits come from (table below; required in pipeline mode)."
     )
-    stages: Annotated[tuple[Str, ...], CommaSeparated] = Field(
+    stages: StrList = Field(
         ("dev", "prod"), description="Environments (keys of `environments`) deployed in this order."
     )
-    approval_stages: Annotated[tuple[Str, ...], CommaSeparated] = Field(
+    approval_stages: StrList = Field(
         ("prod",), description="Stages that wait for a manual approval before they deploy."
     )
     cross_account_keys: CrossAccountKeys = Field(

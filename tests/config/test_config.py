@@ -59,11 +59,11 @@ def test_empty_context_gives_the_documented_defaults() -> None:
     assert config.cluster.name == "llama-eks"
     assert config.network.availability_zones == ("us-west-2a", "us-west-2b", "us-west-2c")
     assert config.cluster.managed_addons == (
+        "vpc-cni",
+        "kube-proxy",
         "coredns",
         "eks-pod-identity-agent",
-        "kube-proxy",
         "metrics-server",
-        "vpc-cni",
     )
 
 
@@ -111,9 +111,15 @@ def test_config_is_frozen() -> None:
 # Each case: context -> exact message. The message always names key, value and what is allowed.
 ERRORS: list[tuple[str, dict[str, Any], str]] = [
     (
-        "bad CIDR",
+        "prefix that is no prefix",
         {"network.vpcCidr": "10.0.0.0/33"},
-        "Invalid config 'network.vpcCidr': '10.0.0.0/33'. Allowed: an IPv4 CIDR with host bits zero, "
+        "Invalid config 'network.vpcCidr': '10.0.0.0/33'. Allowed: an IPv4 CIDR with a prefix from /16 to "
+        "/24 (a VPC limit), such as 10.0.0.0/16.",
+    ),
+    (
+        "not a CIDR",
+        {"network.vpcCidr": "10.0.0.0"},
+        "Invalid config 'network.vpcCidr': '10.0.0.0'. Allowed: an IPv4 CIDR with host bits zero, "
         "such as 10.0.0.0/16.",
     ),
     (
@@ -126,14 +132,29 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
         "VPC too small for AWS",
         {"network.vpcCidr": "10.0.0.0/8"},
         "Invalid config 'network.vpcCidr': '10.0.0.0/8'. Allowed: an IPv4 CIDR with a prefix from /16 to /24 "
-        "(a VPC limit).",
+        "(a VPC limit), such as 10.0.0.0/16.",
     ),
     (
-        "subnets do not fit",
+        # The user changed the VPC: that key is named, with the VPC size and the masks that would fit.
+        "default subnets do not fit a smaller VPC",
         {"network.vpcCidr": "10.0.0.0/19"},
-        "Invalid config 'network.privateSubnetMask': 20. Allowed: subnet masks whose 3 private /20 and 3 "
-        "public "
-        "/24 subnets (13056 addresses) fit in network.vpcCidr 10.0.0.0/19 (8192 addresses).",
+        "Invalid config 'network.vpcCidr': '10.0.0.0/19'. Allowed: a prefix of /18 or shorter: 3 private /20 "
+        "and 3 public /24 subnets need 13056 addresses, /19 has 8192; or keep /19 with "
+        "network.privateSubnetMask=21 and network.publicSubnetMask=23.",
+    ),
+    (
+        "default subnet masks wider than the VPC",
+        {"network.vpcCidr": "10.0.0.0/24"},
+        "Invalid config 'network.vpcCidr': '10.0.0.0/24'. Allowed: a prefix of /18 or shorter: 3 private /20 "
+        "and 3 public /24 subnets need 13056 addresses, /24 has 256; or keep /24 with "
+        "network.privateSubnetMask=26 and network.publicSubnetMask=28.",
+    ),
+    (
+        # The user set a mask: the mask is named.
+        "given subnet masks do not fit",
+        {"network.vpcCidr": "10.0.0.0/20", "network.privateSubnetMask": "21"},
+        "Invalid config 'network.privateSubnetMask': 21. Allowed: subnet masks whose 3 private /21 and 3 "
+        "public /24 subnets (6912 addresses) fit in network.vpcCidr 10.0.0.0/20 (4096 addresses).",
     ),
     (
         "subnet mask wider than the VPC",
