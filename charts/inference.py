@@ -27,6 +27,14 @@ from constructs import Construct
 from config.base import CIDR_ALLOWED, is_ipv4_cidr
 from config.errors import ConfigError
 from config.inference import Accelerator, Autoscaler, InferenceConfig, Scheme
+from config.names import (
+    GPU_NODEPOOL_NAME,
+    GPU_RESOURCE,
+    GPU_TAINT_EFFECT,
+    GPU_TAINT_KEY,
+    NODEPOOL_LABEL,
+    SERVICE_MONITOR_LABELS,
+)
 from imports.com.coreos import monitoring
 from imports.io.k8s import autoscaling as vpa
 from imports.sh import keda
@@ -44,9 +52,9 @@ API_KEY_DIR = "/var/run/secrets/model-server"
 #: EKS Pod Identity agent on every node: credentials for S3 model downloads come from here.
 POD_IDENTITY_AGENT_CIDR = "169.254.170.23/32"
 #: Karpenter GPU NodePool of the add-ons (charts/karpenter.py, seed ch6).
-DEFAULT_GPU_NODE_SELECTOR: Mapping[str, str] = MappingProxyType({"karpenter.sh/nodepool": "eks-gpu-np"})
+DEFAULT_GPU_NODE_SELECTOR: Mapping[str, str] = MappingProxyType({NODEPOOL_LABEL: GPU_NODEPOOL_NAME})
 #: Label kube-prometheus-stack's default ``serviceMonitorSelector`` matches (the Helm release name).
-DEFAULT_SERVICE_MONITOR_LABELS: Mapping[str, str] = MappingProxyType({"release": "kube-prometheus-stack"})
+DEFAULT_SERVICE_MONITOR_LABELS: Mapping[str, str] = MappingProxyType(SERVICE_MONITOR_LABELS)
 #: Grafana sidecar's default dashboard label.
 DASHBOARD_LABEL = ("grafana_dashboard", "1")
 DASHBOARD_FILE = Path(__file__).parent / "dashboards" / "llama.json"
@@ -71,7 +79,7 @@ class InferenceChartProps:
     image: str
     vpc_cidr: str = "10.0.0.0/16"
     gpu_node_selector: Mapping[str, str] = field(default_factory=lambda: DEFAULT_GPU_NODE_SELECTOR)
-    gpu_taint_key: str = "nvidia.com/gpu"
+    gpu_taint_key: str = GPU_TAINT_KEY
     cpu_node_selector: Mapping[str, str] = field(default_factory=dict)
     service_monitor_labels: Mapping[str, str] = field(default_factory=lambda: DEFAULT_SERVICE_MONITOR_LABELS)
 
@@ -151,7 +159,8 @@ class InferenceChart(cdk8s.Chart):
 
     # --- workload ---------------------------------------------------------------------------------
 
-    def _env(self) -> dict[str, kplus.EnvValue]:
+    def _fetch_env(self) -> dict[str, str]:
+        """The init container's settings (``model_server fetch``): where the model comes from and goes."""
         c = self.config
         env = {
             "MODEL_SERVER_MODEL_URI": c.model.uri,
@@ -160,7 +169,23 @@ class InferenceChart(cdk8s.Chart):
         }
         if c.model.sha256:
             env["MODEL_SERVER_MODEL_SHA256"] = c.model.sha256
-        return {k: kplus.EnvValue.from_value(v) for k, v in env.items()}
+        return env
+
+    def _server_env(self) -> dict[str, str]:
+        """The server container's settings (``model_server.settings.Settings``): what the chart decides
+        (model file, listen address, GPU offload, API key file), then every ``inference.server`` key."""
+        c = self.config
+        env = {
+            "MODEL_SERVER_MODEL_PATH": f"{MODEL_DIR}/{c.model.file_name}",
+            "MODEL_SERVER_HOST": "0.0.0.0",
+            "MODEL_SERVER_PORT": str(SERVER_PORT),
+            # All layers on the GPU when there is one, none otherwise.
+            "MODEL_SERVER_N_GPU_LAYERS": "-1" if c.accelerator is Accelerator.GPU else "0",
+            **c.server.environment(),
+        }
+        if c.api_key.enabled:
+            env["MODEL_SERVER_API_KEY_FILE"] = f"{API_KEY_DIR}/api-key"
+        return env
 
     def _security_context(self) -> kplus.ContainerSecurityContextProps:
         return kplus.ContainerSecurityContextProps(
@@ -187,13 +212,6 @@ class InferenceChart(cdk8s.Chart):
         ]
         volumes = [model_volume, tmp_volume]
 
-        server_env = self._env() | {
-            "MODEL_SERVER_HOST": kplus.EnvValue.from_value("0.0.0.0"),
-            "MODEL_SERVER_PORT": kplus.EnvValue.from_value(str(SERVER_PORT)),
-            "MODEL_SERVER_DRAIN_TIMEOUT_S": kplus.EnvValue.from_value(str(c.drain_timeout_seconds)),
-            # All layers on the GPU when there is one, none otherwise.
-            "MODEL_SERVER_N_GPU_LAYERS": kplus.EnvValue.from_value("-1" if gpu else "0"),
-        }
         server_mounts = list(mounts)
         if c.api_key.enabled:
             key_volume = kplus.Volume.from_secret(
@@ -205,7 +223,6 @@ class InferenceChart(cdk8s.Chart):
             )
             volumes.append(key_volume)
             server_mounts.append(kplus.VolumeMount(path=API_KEY_DIR, volume=key_volume, read_only=True))
-            server_env["MODEL_SERVER_API_KEY_FILE"] = kplus.EnvValue.from_value(f"{API_KEY_DIR}/api-key")
 
         ephemeral = cdk8s.Size.gibibytes(c.model.size_gib + 2)
         quantities = {
@@ -253,7 +270,7 @@ class InferenceChart(cdk8s.Chart):
                     image_pull_policy=kplus.ImagePullPolicy.IF_NOT_PRESENT,
                     # The image's entrypoint (tini -> python -m model_server) with the fetch subcommand.
                     args=["fetch"],
-                    env_variables=self._env(),
+                    env_variables=_env_values(self._fetch_env()),
                     volume_mounts=mounts,
                     security_context=self._security_context(),
                     resources=kplus.ContainerResources(
@@ -273,7 +290,7 @@ class InferenceChart(cdk8s.Chart):
                     image_pull_policy=kplus.ImagePullPolicy.IF_NOT_PRESENT,
                     args=["serve"],
                     ports=[kplus.ContainerPort(number=SERVER_PORT, name="http")],
-                    env_variables=server_env,
+                    env_variables=_env_values(self._server_env()),
                     volume_mounts=server_mounts,
                     security_context=self._security_context(),
                     resources=resources,
@@ -336,13 +353,13 @@ class InferenceChart(cdk8s.Chart):
                     "/spec/template/spec/containers/0/resources",
                     # The patch runs before the typed k8s serializer, which reads quantities as {"value": ..}.
                     {
-                        part: {k: {"value": v} for k, v in {**q, "nvidia.com/gpu": 1}.items()}
+                        part: {k: {"value": v} for k, v in {**q, GPU_RESOURCE: 1}.items()}
                         for part, q in quantities.items()
                     },
                 ),
                 cdk8s.JsonPatch.add(
                     "/spec/template/spec/tolerations",
-                    [{"key": self.props.gpu_taint_key, "operator": "Exists", "effect": "NoSchedule"}],
+                    [{"key": self.props.gpu_taint_key, "operator": "Exists", "effect": GPU_TAINT_EFFECT}],
                 ),
                 cdk8s.JsonPatch.add("/spec/template/spec/nodeSelector", dict(self.props.gpu_node_selector)),
             ]
@@ -385,7 +402,7 @@ class InferenceChart(cdk8s.Chart):
             f"{_ANN}healthcheck-unhealthy-threshold": "2",
             # A draining pod keeps serving for preStop + drain; the NLB waits as long before cutting it.
             f"{_ANN}target-group-attributes": (
-                f"deregistration_delay.timeout_seconds={c.drain_timeout_seconds}"
+                f"deregistration_delay.timeout_seconds={c.server.drain_timeout_seconds}"
             ),
             f"{_ANN}attributes": "load_balancing.cross_zone.enabled=true",
         }
@@ -635,6 +652,10 @@ class InferenceChart(cdk8s.Chart):
             ),
             data={f"{c.name}.json": text},
         )
+
+
+def _env_values(env: Mapping[str, str]) -> dict[str, kplus.EnvValue]:
+    return {name: kplus.EnvValue.from_value(value) for name, value in env.items()}
 
 
 def _cores(quantity: str) -> float:

@@ -16,18 +16,23 @@ from types import MappingProxyType
 import cdk8s
 from constructs import Construct
 
+from config.addons import KarpenterConfig
+from config.names import (
+    GENERAL_NODEPOOL_NAME,
+    GPU_NODEPOOL_NAME,
+    GPU_RESOURCE,
+    GPU_TAINT_KEY,
+    GPU_TAINT_VALUE,
+    NODE_CLASS_LABEL,
+    NODECLASS_NAME,
+)
 from imports.aws.k8s import karpenter as k8s_aws
 from imports.sh import karpenter
 
-#: The NodePool name of seed ch6.
-GPU_NODEPOOL_NAME = "eks-gpu-np"
-GENERAL_NODEPOOL_NAME = "general-purpose"
-NODECLASS_NAME = "default"
-#: Taint of every GPU node; GPU workloads (and the NVIDIA DaemonSets) tolerate it.
-GPU_TAINT_KEY = "nvidia.com/gpu"
-GPU_TAINT_VALUE = "true"
-#: Label every node of this product carries (same key as the managed nodegroups: config/compute.py).
-NODE_CLASS_LABEL = "llama-eks/node-class"
+__all__ = ["GENERAL_NODEPOOL_NAME", "GPU_NODEPOOL_NAME", "GpuNodePoolProps", "KarpenterNodePools"]
+
+#: The defaults of the ``addons.karpenter`` section (the props' defaults; one home: config/addons.py).
+_DEFAULTS = KarpenterConfig()
 #: Subnets and security groups Karpenter may use carry this tag (value: the cluster name).
 DISCOVERY_TAG = "karpenter.sh/discovery"
 
@@ -37,18 +42,19 @@ _RESERVED_TAG_PREFIXES = ("kubernetes.io/cluster", "karpenter.sh/", "karpenter.k
 
 @dataclass(frozen=True)
 class GpuNodePoolProps:
-    """The GPU NodePool. Defaults: G6, spot + on-demand, consolidate idle or underutilized nodes after
-    5 minutes, replace at most 10 % of nodes at once (drift: one at a time), nodes live at most 30 days."""
+    """The GPU NodePool. Defaults (those of ``addons.karpenter``): G6, spot + on-demand, consolidate idle or
+    underutilized nodes after 5 minutes, replace at most 10 % of nodes at once (drift: one at a time), nodes
+    live at most 30 days."""
 
-    instance_families: tuple[str, ...] = ("g6",)
-    capacity_types: tuple[str, ...] = ("spot", "on-demand")
-    consolidate_after: str = "5m"
-    expire_after: str = "720h"
+    instance_families: tuple[str, ...] = _DEFAULTS.gpu_instance_families
+    capacity_types: tuple[str, ...] = _DEFAULTS.capacity_types
+    consolidate_after: str = _DEFAULTS.consolidate_after
+    expire_after: str = _DEFAULTS.expire_after
     #: Pods get this long to drain before a disrupted node is forcibly terminated.
     termination_grace_period: str = "1h"
-    disruption_budget: str = "10%"
-    gpu_limit: int = 8
-    cpu_limit: int = 256
+    disruption_budget: str = _DEFAULTS.disruption_budget
+    gpu_limit: int = _DEFAULTS.gpu_limit
+    cpu_limit: int = _DEFAULTS.cpu_limit
 
 
 @dataclass(frozen=True)
@@ -58,8 +64,8 @@ class KarpenterNodePoolsProps:
     cluster_name: str
     node_role_name: str
     #: AMI alias ``al2023@<release>``; pin a release, ``@latest`` rolls every node on each AMI release.
-    ami_alias: str = "al2023@v20260828"
-    root_volume_gib: int = 100
+    ami_alias: str = _DEFAULTS.ami_alias
+    root_volume_gib: int = _DEFAULTS.root_volume_gib
     #: IMDSv2 hop limit: 1 keeps pods (one hop further) away from the node's credentials.
     imds_hop_limit: int = 1
     tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -172,7 +178,7 @@ class KarpenterNodePools(cdk8s.Chart):
                 ),
                 limits={
                     "cpu": karpenter.NodePoolSpecLimits.from_number(g.cpu_limit),
-                    GPU_TAINT_KEY: karpenter.NodePoolSpecLimits.from_number(g.gpu_limit),
+                    GPU_RESOURCE: karpenter.NodePoolSpecLimits.from_number(g.gpu_limit),
                 },
                 weight=10,
             ),

@@ -9,23 +9,31 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, Strict, model_validator
+from pydantic import Field, Strict, ValidationError, model_validator
 
-from .base import DNS_LABEL_PATTERN, Bool, Cidr, CommaSeparated, ConfigModel, Given, Int, matches
-from .errors import Allowed, Invalid, Rule
+from .base import (
+    DNS_LABEL_PATTERN,
+    Bool,
+    Cidr,
+    CommaSeparated,
+    ConfigModel,
+    Given,
+    Int,
+    matches,
+    with_defaults,
+)
+from .errors import Allowed, Invalid, Rule, raise_all
+from .names import DEFAULT_MODEL_URI, MONITORING_NAMESPACE, PROMETHEUS_URL
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .addons import AddonsConfig
-
-#: The seed's model (ch2/ch3): Llama 2 7B chat, Q2_K quantisation (2.83 GB), from Hugging Face.
-DEFAULT_MODEL_URI = (
-    "https://huggingface.co/TheBloke/Llama-2-7B-Chat-GGUF/resolve/main/llama-2-7b-chat.Q2_K.gguf"
-)
 
 _DNS_LABEL = re.compile(DNS_LABEL_PATTERN)
 
@@ -167,6 +175,77 @@ DEFAULT_RESOURCES: Mapping[Accelerator, ResourcesConfig] = {
 }
 GPU_RESOURCES = DEFAULT_RESOURCES[Accelerator.GPU]
 CPU_RESOURCES = DEFAULT_RESOURCES[Accelerator.CPU]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """``Annotated`` metadata of a server key: the model server setting it sets (a field of
+    ``model_server.settings.Settings``), passed to the container as ``MODEL_SERVER_<FIELD>``."""
+
+    field: str
+
+    @property
+    def variable(self) -> str:
+        return f"MODEL_SERVER_{self.field.upper()}"
+
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class ServerConfig(ConfigModel):
+    """The model server in each pod (llama.cpp with continuous batching). Each key sets one model server
+    setting (docs/model_server.md); the chart passes every one of them explicitly."""
+
+    path = "inference.server"
+
+    max_concurrency: Annotated[Int, Setting("max_concurrency")] = Field(
+        4, ge=1, le=256, description="Sequences decoded together per replica (continuous-batching slots)."
+    )
+    max_queue: Annotated[Int, Setting("max_queue")] = Field(
+        16,
+        ge=0,
+        le=100_000,
+        description="Requests waiting for a slot per replica; beyond it the server answers 429 "
+        "(with Retry-After).",
+    )
+    context_tokens: Annotated[Int, Setting("n_ctx")] = Field(
+        2048, ge=16, le=1_048_576, description="Context (KV cache) tokens per sequence slot."
+    )
+    batch_tokens: Annotated[Int, Setting("n_batch")] = Field(
+        512, ge=8, le=65_536, description="Most tokens submitted to one llama.cpp decode step."
+    )
+    threads: Annotated[Int, Setting("n_threads")] = Field(
+        6,
+        ge=1,
+        le=1024,
+        description="llama.cpp CPU threads, at most the CPU limit (more only spin against CPU throttling).",
+        json_schema_extra={"defaultDoc": "`inference.resources.cpuLimit`, rounded up"},
+    )
+    default_max_tokens: Annotated[Int, Setting("default_max_tokens")] = Field(
+        1000, ge=1, description="Tokens generated when a request sets no `max_tokens` (the seed's 1000)."
+    )
+    max_tokens_limit: Annotated[Int, Setting("max_tokens_limit")] = Field(
+        1024, ge=1, description="Most tokens any request may ask for (also bounded by the context)."
+    )
+    drain_timeout_seconds: Annotated[Int, Setting("drain_timeout_s")] = Field(
+        60,
+        ge=0,
+        le=3600,
+        description="On SIGTERM the server finishes in-flight requests for this long (also the NLB's "
+        "deregistration delay).",
+    )
+    log_level: Annotated[LogLevel, Setting("log_level")] = Field(
+        "info", description="The server's log level."
+    )
+
+    def environment(self) -> dict[str, str]:
+        """These settings as the model server's environment: ``MODEL_SERVER_<FIELD>`` -> value."""
+        env = {}
+        for name, field in type(self).model_fields.items():
+            (setting,) = [m for m in field.metadata if isinstance(m, Setting)]
+            value = getattr(self, name)
+            env[setting.variable] = str(value).lower() if isinstance(value, bool) else str(value)
+        return env
 
 
 class ExposureConfig(ConfigModel):
@@ -328,13 +407,12 @@ class MonitoringConfig(ConfigModel):
     )
     prometheus_namespace: Annotated[
         str, Strict(), matches(DNS_LABEL_PATTERN, "a DNS label: lower-case letters, digits and '-'")
-    ] = Field("monitoring", description="Namespace of Prometheus (allowed through the NetworkPolicy).")
+    ] = Field(
+        MONITORING_NAMESPACE, description="Namespace of Prometheus (allowed through the NetworkPolicy)."
+    )
     prometheus_url: Annotated[
         str, Strict(), Rule(_prometheus_url, "an http:// or https:// URL of the Prometheus server")
-    ] = Field(
-        "http://kube-prometheus-stack-prometheus.monitoring.svc:9090",
-        description="The Prometheus server KEDA's triggers query.",
-    )
+    ] = Field(PROMETHEUS_URL, description="The Prometheus server KEDA's triggers query.")
 
 
 def _namespace(value: str) -> bool:
@@ -358,9 +436,9 @@ class InferenceConfig(ConfigModel):
     """The inference service. ``name`` (seed: ``my-llama``) names the Deployment; the Service is
     ``<name>-svc``. ``replicas`` applies only with ``autoscaling.mode: none``.
 
-    ``drainTimeoutSeconds`` is the server's own drain (``MODEL_SERVER_DRAIN_TIMEOUT_S``); ``preStopSeconds``
-    keeps a terminating pod serving while the NLB deregisters it; the grace period is their sum plus 5 s.
-    ``startupTimeoutSeconds`` bounds download + load + warm-up.
+    A terminating pod keeps serving for ``preStopSeconds`` while the NLB deregisters it, then the server
+    drains for ``server.drainTimeoutSeconds``; ``terminationGracePeriodSeconds`` covers both.
+    ``startupTimeoutSeconds`` is the startup probe's budget for loading the model (checked against its size).
     """
 
     path = "inference"
@@ -387,6 +465,7 @@ class InferenceConfig(ConfigModel):
     resources: ResourcesConfig = Field(
         default_factory=ResourcesConfig, description="The server container's resources (table below)."
     )
+    server: ServerConfig = Field(default_factory=ServerConfig, description="The model server (table below).")
     exposure: ExposureConfig = Field(default_factory=ExposureConfig, description="The NLB (table below).")
     autoscaling: AutoscalingConfig = Field(
         default_factory=AutoscalingConfig, description="Autoscaling (table below)."
@@ -398,9 +477,6 @@ class InferenceConfig(ConfigModel):
     monitoring: MonitoringConfig = Field(
         default_factory=MonitoringConfig, description="Prometheus (table below)."
     )
-    drain_timeout_seconds: Int = Field(
-        60, ge=0, le=3600, description="The server's drain on SIGTERM (`MODEL_SERVER_DRAIN_TIMEOUT_S`)."
-    )
     pre_stop_seconds: Int = Field(
         15,
         ge=0,
@@ -408,7 +484,21 @@ class InferenceConfig(ConfigModel):
         description="A terminating pod keeps serving this long while the NLB deregisters it.",
     )
     startup_timeout_seconds: Int = Field(
-        1200, ge=60, le=7200, description="Bound on model load and warm-up (the startup probe's budget)."
+        1200,
+        ge=60,
+        le=7200,
+        description="The startup probe's budget for loading the model and warming up; with 600 s more for "
+        "a GPU node and the download it is the Deployment's progress deadline. At least what `model.sizeGiB` "
+        "needs (see below).",
+    )
+    termination_grace_seconds: Int = Field(
+        80,
+        ge=0,
+        le=7200,
+        alias="terminationGracePeriodSeconds",
+        description="A terminating pod's grace period: at least `preStopSeconds` + "
+        "`server.drainTimeoutSeconds`.",
+        json_schema_extra={"defaultDoc": "`preStopSeconds` + `server.drainTimeoutSeconds` + 5"},
     )
 
     @classmethod
@@ -417,20 +507,121 @@ class InferenceConfig(ConfigModel):
         addons: AddonsConfig | None = given.context.get("addons")
         # KEDA on GPU when what its triggers query is installed; the seed's HPA on CPU.
         keda = accelerator is Accelerator.GPU and keda_available(addons, accelerator)
+        resources = DEFAULT_RESOURCES[accelerator].model_dump(by_alias=True)
+        try:
+            cpu_limit = ResourcesConfig.model_validate(
+                with_defaults(given.raw("resources"), resources)
+            ).cpu_limit
+        except ValidationError:
+            cpu_limit = resources["cpuLimit"]  # the bad value is reported by the resources section
+        drain = given.value("server").drain_timeout_seconds
         return {
-            "resources": DEFAULT_RESOURCES[accelerator].model_dump(by_alias=True),
+            "resources": resources,
+            "server": {"threads": math.ceil(parse_quantity(cpu_limit))},
             "autoscaling": {"mode": Autoscaler.KEDA if keda else Autoscaler.HPA},
             "apiKey": {"secretName": f"{given.value('name')}-api-key"},
             "monitoring": _monitoring_defaults(addons),
+            "terminationGracePeriodSeconds": given.value("pre_stop_seconds") + drain + GRACE_MARGIN_SECONDS,
         }
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InferenceConfig:
+        raise_all([*self._server_problems(), *self._shutdown_problems(), *self._startup_problems()])
+        return self
+
+    def _server_problems(self) -> list[Invalid]:
+        server, keda = self.server, self.autoscaling.keda
+        threads = math.ceil(parse_quantity(self.resources.cpu_limit))
+        problems = []
+        if server.threads > threads:
+            problems.append(
+                Invalid(
+                    f"an integer from 1 to {threads} (inference.resources.cpuLimit "
+                    f"{self.resources.cpu_limit}, rounded up): more threads than the CPU limit only spin "
+                    "against CPU throttling",
+                    key="inference.server.threads",
+                    value=server.threads,
+                )
+            )
+        if self.autoscaling.mode is Autoscaler.KEDA and keda.in_flight_per_replica > server.max_concurrency:
+            # A replica never has more requests in flight than it decodes together: the trigger would
+            # never fire. Blame the key the user set.
+            target = keda.in_flight_per_replica
+            lowered = "max_concurrency" in server.model_fields_set
+            if lowered and "in_flight_per_replica" not in keda.model_fields_set:
+                problem = Invalid(
+                    f"an integer >= inference.autoscaling.keda.inFlightPerReplica ({target}), or lower that "
+                    "target too: KEDA scales out on the requests in flight per replica",
+                    key="inference.server.maxConcurrency",
+                    value=server.max_concurrency,
+                )
+            else:
+                problem = Invalid(
+                    f"an integer from 1 to inference.server.maxConcurrency ({server.max_concurrency}): a "
+                    "replica never has more requests in flight than it decodes together, so a higher target "
+                    "never scales out",
+                    key="inference.autoscaling.keda.inFlightPerReplica",
+                    value=target,
+                )
+            problems.append(problem)
+        return problems
+
+    def _shutdown_problems(self) -> list[Invalid]:
+        needed = self.pre_stop_seconds + self.server.drain_timeout_seconds
+        if self.termination_grace_seconds >= needed:
+            return []
+        return [
+            Invalid(
+                f"an integer >= {needed}: inference.preStopSeconds ({self.pre_stop_seconds}) + "
+                f"inference.server.drainTimeoutSeconds ({self.server.drain_timeout_seconds}), or the kubelet "
+                "kills requests still in flight",
+                key="inference.terminationGracePeriodSeconds",
+                value=self.termination_grace_seconds,
+            )
+        ]
+
+    def _startup_problems(self) -> list[Invalid]:
+        size = self.model.size_gib
+        load, download = startup_seconds(size), download_seconds(size)
+        needed = max(load, load + download - NODE_LAUNCH_SECONDS)
+        if self.startup_timeout_seconds >= needed:
+            return []
+        return [
+            Invalid(
+                f"an integer >= {needed} for a {size} GiB model (inference.model.sizeGiB): loading it takes "
+                f"about {load} s (the startup probe) and downloading it {download} s (within the progress "
+                f"deadline, startupTimeoutSeconds + {NODE_LAUNCH_SECONDS} s), at {LOAD_MIB_PER_SECOND} MiB/s "
+                f"from disk and {DOWNLOAD_MIB_PER_SECOND} MiB/s from the model's store",
+                key="inference.startupTimeoutSeconds",
+                value=self.startup_timeout_seconds,
+            )
+        ]
 
     @property
     def service_name(self) -> str:
         return f"{self.name}-svc"
 
-    @property
-    def termination_grace_seconds(self) -> int:
-        return self.pre_stop_seconds + self.drain_timeout_seconds + 5
+
+#: Seconds of grace beyond preStop + drain (the kubelet's SIGKILL must never race the drain's end).
+GRACE_MARGIN_SECONDS = 5
+#: Conservative rates for the startup budgets: reading a GGUF from the pod's disk into memory, and
+#: downloading it from Hugging Face or S3 (one stream).
+LOAD_MIB_PER_SECOND = 100
+DOWNLOAD_MIB_PER_SECOND = 50
+#: Fixed part of the startup: process start, context allocation, warm-up decode.
+WARMUP_SECONDS = 120
+#: What the Deployment's progress deadline adds to the startup budget: a GPU node from Karpenter, the pull.
+NODE_LAUNCH_SECONDS = 600
+
+
+def startup_seconds(size_gib: int) -> int:
+    """The startup probe's budget a model of ``size_gib`` needs: load plus warm-up."""
+    return WARMUP_SECONDS + math.ceil(size_gib * 1024 / LOAD_MIB_PER_SECOND)
+
+
+def download_seconds(size_gib: int) -> int:
+    """How long the init container's download of a model of ``size_gib`` may take."""
+    return math.ceil(size_gib * 1024 / DOWNLOAD_MIB_PER_SECOND)
 
 
 def _monitoring_defaults(addons: AddonsConfig | None) -> dict[str, bool]:

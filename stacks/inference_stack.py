@@ -29,6 +29,7 @@ from constructs import Construct, IConstruct
 
 from charts.inference import SERVICE_PORT, InferenceChart, InferenceChartProps
 from config.inference import Accelerator, Autoscaler, InferenceConfig
+from config.names import SEED_PREDICT_BODY
 from stacks.inference.image import ModelServerImage
 from stacks.inference.model_access import ModelAccess
 
@@ -40,14 +41,6 @@ MANIFEST_GROUPS: dict[str, tuple[str, ...]] = {
     "Autoscaling": ("HorizontalPodAutoscaler", "ScaledObject", "VerticalPodAutoscaler"),
     "Monitoring": ("ServiceMonitor", "ConfigMap"),
 }
-
-#: Seed ch3's test request (POST /predict).
-SEED_PREDICT_BODY = (
-    '{"prompt":"Create a poem about humanity?","sys_msg":"You are a helpful, respectful, and honest '
-    "assistant. Always provide safe, unbiased, and positive responses. Avoid harmful, unethical, or illegal "
-    "content. If a question is unclear or incorrect, explain why. If unsure, do not provide false "
-    'information."}'
-)
 
 ENDPOINT_TIMEOUT = Duration.minutes(10)
 
@@ -193,8 +186,8 @@ def inference_placement(config: Any, *, addons: Any, gpu_nodegroup: IConstruct |
     name -> root construct); ``gpu_nodegroup``: the ClusterStack's GPU nodegroup (``gpuCapacity:
     nodegroup``). Returns the keyword arguments ``node_selector`` and ``after_*`` of :class:`InferenceStack`.
     """
-    from charts.karpenter import GENERAL_NODEPOOL_NAME, GPU_NODEPOOL_NAME
-    from config import NODE_CLASS_LABEL, GpuCapacity
+    from config.compute import GpuCapacity
+    from config.names import GENERAL_NODEPOOL_NAME, GPU_NODEPOOL_NAME, NODE_CLASS_LABEL, NODEPOOL_LABEL
 
     installed: Mapping[str, IConstruct] = addons.ctx.installed
     inference: InferenceConfig = config.inference
@@ -206,7 +199,7 @@ def inference_placement(config: Any, *, addons: Any, gpu_nodegroup: IConstruct |
     capacity: list[IConstruct]
     if inference.accelerator is Accelerator.GPU:
         if config.compute.gpu_capacity is GpuCapacity.KARPENTER:
-            selector = {"karpenter.sh/nodepool": GPU_NODEPOOL_NAME}
+            selector = {NODEPOOL_LABEL: GPU_NODEPOOL_NAME}
             capacity = need("karpenter", "nvidiaDevicePlugin")
         else:
             if gpu_nodegroup is None:
@@ -214,7 +207,7 @@ def inference_placement(config: Any, *, addons: Any, gpu_nodegroup: IConstruct |
             selector = {NODE_CLASS_LABEL: "gpu"}
             capacity = [gpu_nodegroup, *need("nvidiaDevicePlugin")]
     elif config.addons.karpenter.enabled and config.addons.karpenter.general_purpose_pool:
-        selector = {"karpenter.sh/nodepool": GENERAL_NODEPOOL_NAME}
+        selector = {NODEPOOL_LABEL: GENERAL_NODEPOOL_NAME}
         capacity = need("karpenter")
     else:
         selector, capacity = {}, []

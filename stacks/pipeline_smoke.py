@@ -32,17 +32,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-#: The seed's smoke request (book ch3): the same body its curl example sends to /predict.
-SEED_PREDICT_REQUEST: dict[str, str] = {
-    "prompt": "Create a poem about humanity?",
-    "sys_msg": (
-        "You are a helpful, respectful, and honest assistant. Always provide safe, unbiased, and positive "
-        "responses. Avoid harmful, unethical, or illegal content. If a question is unclear or incorrect, "
-        "explain why. If unsure, do not provide false information."
-    ),
-}
+#: The seed's smoke request (book ch3): the same body its curl example sends to /predict. Its one home is
+#: config/seed_predict.json (read by path: this script runs on a bare CodeBuild image, without the app's
+#: dependencies).
+SEED_PREDICT_FILE = Path(__file__).resolve().parents[1] / "config" / "seed_predict.json"
+SEED_PREDICT_REQUEST: dict[str, str] = json.loads(SEED_PREDICT_FILE.read_text())
 
 
 class SmokeTestFailed(Exception):

@@ -16,10 +16,11 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from config.addons import KUBE_PROMETHEUS_STACK_CHART, AddonsConfig, MetricsBackend
+from config.names import MONITORING_NAMESPACE, PROMETHEUS_RELEASE
 from stacks.addons.contract import AddonContext, ClusterAddon, HelmRelease
 from stacks.addons.pod_identity import PodIdentityRole
 
-NAMESPACE = "monitoring"
+NAMESPACE = MONITORING_NAMESPACE
 PROMETHEUS_SERVICE_ACCOUNT = "prometheus"
 
 RELEASE = HelmRelease(
@@ -27,7 +28,7 @@ RELEASE = HelmRelease(
     repository="https://prometheus-community.github.io/helm-charts",
     version=KUBE_PROMETHEUS_STACK_CHART,
     namespace=NAMESPACE,
-    release="kube-prometheus-stack",
+    release=PROMETHEUS_RELEASE,
     # Ten large CRDs plus operator, Prometheus, Alertmanager, Grafana, node-exporter: the longest release.
     timeout=Duration.minutes(15),
 )

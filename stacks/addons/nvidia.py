@@ -9,8 +9,8 @@ from aws_cdk import Duration
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct
 
-from charts.karpenter import GPU_TAINT_KEY, NODE_CLASS_LABEL
 from config.addons import DCGM_EXPORTER_CHART, NVIDIA_DEVICE_PLUGIN_CHART, AddonsConfig
+from config.names import GPU_TAINT_EFFECT, GPU_TAINT_KEY, MONITORING_NAMESPACE, NODE_CLASS_LABEL
 from imports.com.coreos import monitoring
 from stacks.addons.contract import AddonContext, ClusterAddon, HelmRelease
 
@@ -24,7 +24,9 @@ GPU_AFFINITY: dict[str, Any] = {
         }
     }
 }
-GPU_TOLERATIONS: list[dict[str, str]] = [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]
+GPU_TOLERATIONS: list[dict[str, str]] = [
+    {"key": GPU_TAINT_KEY, "operator": "Exists", "effect": GPU_TAINT_EFFECT}
+]
 
 DEVICE_PLUGIN = HelmRelease(
     chart="nvidia-device-plugin",
@@ -35,7 +37,7 @@ DEVICE_PLUGIN = HelmRelease(
     # A DaemonSet with zero GPU nodes at install time is ready at once; 5 minutes covers a GPU nodegroup.
     timeout=Duration.minutes(5),
 )
-DCGM_NAMESPACE = "monitoring"
+DCGM_NAMESPACE = MONITORING_NAMESPACE
 DCGM = HelmRelease(
     chart="dcgm-exporter",
     repository="https://nvidia.github.io/dcgm-exporter/helm-charts",

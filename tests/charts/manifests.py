@@ -62,3 +62,7 @@ def one(manifests: Manifests, kind: str) -> dict[str, Any]:
     found = by_kind(manifests, kind)
     assert len(found) == 1, f"expected one {kind}, found {len(found)}"
     return found[0]
+
+
+def pod_spec(manifests: Manifests) -> dict[str, Any]:
+    return one(manifests, "Deployment")["spec"]["template"]["spec"]

@@ -8,13 +8,9 @@ import pytest
 
 from config.errors import ConfigError
 from config.inference import InferenceConfig
-from tests.charts.manifests import IMAGE, Manifests, by_kind, config_of, one, render
+from tests.charts.manifests import IMAGE, Manifests, by_kind, config_of, one, pod_spec, render
 
 SEL = 'namespace="llama",pod=~"my-llama-[a-z0-9]+-[a-z0-9]+"'
-
-
-def pod_spec(manifests: Manifests) -> dict:
-    return one(manifests, "Deployment")["spec"]["template"]["spec"]
 
 
 def server(manifests: Manifests) -> dict:
@@ -137,7 +133,7 @@ def test_graceful_shutdown_budget(default: Manifests) -> None:
 
 
 def test_grace_period_follows_config() -> None:
-    m = render(config_of({"drainTimeoutSeconds": 300, "preStopSeconds": 20}))
+    m = render(config_of({"server": {"drainTimeoutSeconds": 300}, "preStopSeconds": 20}))
     assert pod_spec(m)["terminationGracePeriodSeconds"] == 325
     assert server(m)["lifecycle"]["preStop"] == {"sleep": {"seconds": 20}}
     ann = one(m, "Service")["metadata"]["annotations"]

@@ -63,7 +63,7 @@ def test_full_section_is_read() -> None:
             "vpa": {"enabled": "true"},
             "apiKey": {"enabled": True},
             "monitoring": {"prometheusNamespace": "observability"},
-            "drainTimeoutSeconds": 120,
+            "server": {"drainTimeoutSeconds": 120},
         }
     )
     assert c.model.s3_bucket == "bucket" and c.model.s3_key == "m/model.gguf"
@@ -165,8 +165,8 @@ BAD: list[tuple[dict[str, Any], str]] = [
         "https:// URL of the Prometheus server.",
     ),
     (
-        {"drainTimeoutSeconds": -1},
-        "Invalid config 'inference.drainTimeoutSeconds': -1. Allowed: an integer from 0 to 3600.",
+        {"server": {"drainTimeoutSeconds": -1}},
+        "Invalid config 'inference.server.drainTimeoutSeconds': -1. Allowed: an integer from 0 to 3600.",
     ),
     (
         {"replicas": True},
@@ -175,8 +175,9 @@ BAD: list[tuple[dict[str, Any], str]] = [
     (
         {"autoscalling": {}},
         "Invalid config 'inference.autoscalling': {}. Allowed: known keys of 'inference' are ['accelerator', "
-        "'apiKey', 'autoscaling', 'drainTimeoutSeconds', 'exposure', 'model', 'monitoring', 'name', "
-        "'namespace', 'preStopSeconds', 'replicas', 'resources', 'startupTimeoutSeconds', 'vpa'].",
+        "'apiKey', 'autoscaling', 'exposure', 'model', 'monitoring', 'name', 'namespace', 'preStopSeconds', "
+        "'replicas', 'resources', 'server', 'startupTimeoutSeconds', 'terminationGracePeriodSeconds', "
+        "'vpa'].",
     ),
     (
         {"autoscaling": {"keda": {"threshold": 3}}},
@@ -208,3 +209,73 @@ def test_models_validate_when_built_directly() -> None:
     with pytest.raises(ConfigError) as err:
         InferenceConfig.load({"name": "x" * 41})
     assert err.value.key == "inference.name"
+
+
+# ------------------------------------------------------------ the server section and its cross-rules
+
+
+def test_server_defaults_and_threads_follow_the_cpu_limit() -> None:
+    c = config_of({})
+    assert (c.server.max_concurrency, c.server.max_queue, c.server.context_tokens) == (4, 16, 2048)
+    assert c.server.threads == 6  # the GPU variant's CPU limit
+    assert config_of({"accelerator": "cpu"}).server.threads == 4
+    assert config_of({"resources": {"cpuRequest": "1", "cpuLimit": "2500m"}}).server.threads == 3
+    assert c.server.environment()["MODEL_SERVER_N_THREADS"] == "6"
+
+
+CROSS: list[tuple[dict[str, Any], str]] = [
+    (
+        {"server": {"threads": 8}},
+        "Invalid config 'inference.server.threads': 8. Allowed: an integer from 1 to 6 "
+        "(inference.resources.cpuLimit 6, rounded up): more threads than the CPU limit only spin against "
+        "CPU throttling.",
+    ),
+    (
+        # The user lowered the concurrency: that key is named.
+        {"server": {"maxConcurrency": 2}},
+        "Invalid config 'inference.server.maxConcurrency': 2. Allowed: an integer >= "
+        "inference.autoscaling.keda.inFlightPerReplica (4), or lower that target too: KEDA scales out on the "
+        "requests in flight per replica.",
+    ),
+    (
+        # The user raised the target: that key is named.
+        {"autoscaling": {"keda": {"inFlightPerReplica": 6}}},
+        "Invalid config 'inference.autoscaling.keda.inFlightPerReplica': 6. Allowed: an integer from 1 to "
+        "inference.server.maxConcurrency (4): a replica never has more requests in flight than it decodes "
+        "together, so a higher target never scales out.",
+    ),
+    (
+        {"terminationGracePeriodSeconds": 60},
+        "Invalid config 'inference.terminationGracePeriodSeconds': 60. Allowed: an integer >= 75: "
+        "inference.preStopSeconds (15) + inference.server.drainTimeoutSeconds (60), or the kubelet kills "
+        "requests still in flight.",
+    ),
+    (
+        {"model": {"sizeGiB": 40}, "startupTimeoutSeconds": 600},
+        "Invalid config 'inference.startupTimeoutSeconds': 600. Allowed: an integer >= 750 for a 40 GiB "
+        "model (inference.model.sizeGiB): loading it takes about 530 s (the startup probe) and downloading "
+        "it 820 s (within the progress deadline, startupTimeoutSeconds + 600 s), at 100 MiB/s from disk and "
+        "50 MiB/s from the model's store.",
+    ),
+]
+
+
+@pytest.mark.parametrize(("section", "message"), CROSS, ids=[m.split("'")[1] for _, m in CROSS])
+def test_cross_rules_name_the_key_and_the_bound(section: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config_of(section)
+    assert str(err.value) == message
+
+
+def test_cross_rules_accept_what_fits() -> None:
+    # KEDA's target only matters with KEDA; both lowered together is fine.
+    config_of({"autoscaling": {"mode": "hpa", "keda": {"inFlightPerReplica": 8}}})
+    config_of({"server": {"maxConcurrency": 2}, "autoscaling": {"keda": {"inFlightPerReplica": 2}}})
+    # A longer drain moves the default grace period along; a generous explicit one is kept.
+    assert config_of({"server": {"drainTimeoutSeconds": 300}}).termination_grace_seconds == 15 + 300 + 5
+    assert config_of({"terminationGracePeriodSeconds": 600}).termination_grace_seconds == 600
+    # The default startup budget covers the seed's 3 GiB model; 100 GiB needs more, and fits when given.
+    config_of({"model": {"sizeGiB": 100}, "startupTimeoutSeconds": 2600})
+    with pytest.raises(ConfigError) as err:
+        config_of({"model": {"sizeGiB": 100}})
+    assert err.value.key == "inference.startupTimeoutSeconds"
