@@ -68,8 +68,8 @@ def synth_app(
     """Build and synthesize the app with cdk.json context plus ``overrides`` (dotted keys, like ``-c``)."""
     import aws_cdk as cdk
 
-    from app import build_app
     from config import load_config
+    from stacks.platform import build_app
 
     context = {
         **cdk_json_context(),

@@ -1,7 +1,7 @@
 """The one contract every cluster add-on implements (cdk-eks-blueprints style).
 
 An add-on says whether the configuration enables it, which other add-ons it needs, and deploys itself
-into the AddonsStack. Conflicts between add-ons are configuration errors (``config/addons.py``);
+into the AddonsStack. Conflicts between add-ons are configuration errors (``config/``);
 the stack re-checks ``requires`` so a wrong registry fails synth with the add-on names.
 """
 
@@ -23,7 +23,7 @@ from config.addons import AddonsConfig
 
 @dataclass
 class AddonContext:
-    """What add-ons receive: the cluster objects, the validated config and what is installed so far."""
+    """What add-ons receive: the cluster objects and the validated config."""
 
     cluster: eks.Cluster
     cluster_name: str
@@ -36,8 +36,6 @@ class AddonContext:
     system_node_selector: Mapping[str, str]
     #: One cdk8s app for every typed manifest the add-ons emit (charts are rendered into manifests).
     cdk8s_app: cdk8s.App = field(default_factory=cdk8s.App)
-    #: add-on name -> its root construct (what ``deploy`` returned).
-    installed: dict[str, Construct] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ their Helm releases can be rolled back without touching the cluster, and ``cdk d
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 from aws_cdk import Stack
@@ -16,7 +17,7 @@ from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct
 
 from config import ConfigError
-from config.addons import AddonsConfig, check_karpenter_compatibility
+from config.addons import AddonsConfig
 from stacks.addons.contract import AddonContext, ClusterAddon
 from stacks.addons.karpenter import KarpenterAddon
 from stacks.addons.keda import KedaAddon
@@ -38,11 +39,40 @@ def default_addons() -> list[ClusterAddon]:
     ]
 
 
+@dataclass(frozen=True)
+class InstalledAddons:
+    """What the AddonsStack installed: each add-on's root construct (workloads that need the add-on wait for
+    all of it), or None when the configuration switches it off. Field names are the config keys in
+    snake_case."""
+
+    karpenter: Construct | None = None
+    load_balancer_controller: Construct | None = None
+    metrics: Construct | None = None
+    nvidia_device_plugin: Construct | None = None
+    dcgm_exporter: Construct | None = None
+    keda: Construct | None = None
+
+    @classmethod
+    def of(cls, installed: Mapping[str, Construct]) -> InstalledAddons:
+        """From add-on name (``ClusterAddon.name``, the config key) -> root construct."""
+        by_key = {_config_key(f.name): f.name for f in fields(cls)}
+        unknown = sorted(set(installed) - set(by_key))
+        if unknown:
+            raise ValueError(f"InstalledAddons has no field for the add-ons {unknown}: add one")
+        return cls(**{by_key[name]: construct for name, construct in installed.items()})
+
+
+def _config_key(field_name: str) -> str:
+    head, *rest = field_name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
 class AddonsStack(Stack):
     """Installs the enabled add-ons into ``cluster`` one after another (each waits for the previous).
 
-    ``cluster_name`` must be the literal name (Karpenter's IAM condition keys embed it);
-    ``kubernetes_version`` feeds the Karpenter compatibility gate. ``addons`` lets tests inject a registry.
+    ``cluster_name`` must be the literal name (Karpenter's IAM condition keys embed it). The configuration
+    is already validated, Karpenter against the Kubernetes version included (config/app.py). ``addons``
+    lets tests inject a registry. ``installed`` is what later stacks wait for.
     """
 
     def __init__(
@@ -52,7 +82,6 @@ class AddonsStack(Stack):
         *,
         cluster: eks.Cluster,
         cluster_name: str,
-        kubernetes_version: str,
         vpc: ec2.IVpc,
         config: AddonsConfig,
         system_node_selector: Mapping[str, str],
@@ -68,8 +97,6 @@ class AddonsStack(Stack):
             missing = [r for r in addon.requires if r not in names]
             if missing:
                 raise ConfigError(f"addons.{addon.name}.enabled", True, f"false, or enable {missing} too")
-        if config.karpenter.enabled:
-            check_karpenter_compatibility(kubernetes_version, config.karpenter.version)
 
         self.ctx = AddonContext(
             cluster=cluster,
@@ -81,12 +108,14 @@ class AddonsStack(Stack):
             system_node_selector=dict(system_node_selector),
         )
         self.addons: dict[str, ClusterAddon] = {}
+        roots: dict[str, Construct] = {}
         previous: Construct | None = None
         for addon in enabled:
             construct = addon.deploy(self, self.ctx)
             # One release at a time through the kubectl handler; on destroy the reverse order.
             if previous is not None:
                 construct.node.add_dependency(previous)
-            self.ctx.installed[addon.name] = construct
+            roots[addon.name] = construct
             self.addons[addon.name] = addon
             previous = construct
+        self.installed = InstalledAddons.of(roots)

@@ -15,7 +15,8 @@ import pytest
 from aws_cdk.assertions import Match, Template
 
 from config import ConfigError, load_config
-from stacks.inference_stack import MANIFEST_GROUPS, SEED_PREDICT_BODY
+from config.names import SEED_PREDICT_BODY
+from stacks.inference.stack import MANIFEST_GROUPS
 from tests.conftest import Synthesized, cdk_json_context, synth_app
 from tests.helpers.cfn import cfn_lint, unacknowledged
 
@@ -102,19 +103,19 @@ def test_in_stack_dependency_order(template: dict[str, Any]) -> None:
 
 def test_cross_stack_dependencies_on_the_addons(synthesized: Synthesized) -> None:
     stack = synthesized.stacks.inference
-    installed = synthesized.stacks.addons.ctx.installed
+    installed = synthesized.stacks.addons.installed
 
     def deps(group: str) -> list[Any]:
         return stack.manifests[group].node.dependencies
 
     # NodePool (inside the Karpenter add-on) and the device plugin before the workload ...
-    assert installed["karpenter"] in deps("Workload")
-    assert installed["nvidiaDevicePlugin"] in deps("Workload")
+    assert installed.karpenter in deps("Workload")
+    assert installed.nvidia_device_plugin in deps("Workload")
     # ... the LB controller before the Service, KEDA (and its metrics) before the ScaledObject ...
-    assert installed["loadBalancerController"] in deps("Service")
-    for name in ("keda", "metrics", "dcgmExporter"):
-        assert installed[name] in deps("Autoscaling")
-    assert installed["metrics"] in deps("Monitoring")
+    assert installed.load_balancer_controller in deps("Service")
+    for addon in (installed.keda, installed.metrics, installed.dcgm_exporter):
+        assert addon is not None and addon in deps("Autoscaling")
+    assert installed.metrics in deps("Monitoring")
     # ... which CloudFormation sees as a stack dependency: Inference deploys after Addons and is
     # destroyed before it (the Service and its NLB go while the controller still runs).
     artifact = next(s for s in synthesized.assembly.stacks if s.hierarchical_id == "Inference")
@@ -251,7 +252,8 @@ def test_nodegroup_hpa_s3_variant(nodegroup_hpa: Synthesized) -> None:
     assert nodegroup_hpa.stacks.cluster.gpu_nodegroup in stack.manifests["Workload"].node.dependencies
     autoscaling_deps = stack.manifests["Autoscaling"].node.dependencies
     assert stack.manifests["Workload"] in autoscaling_deps
-    assert not set(autoscaling_deps) & set(nodegroup_hpa.stacks.addons.ctx.installed.values())  # no KEDA
+    installed = vars(nodegroup_hpa.stacks.addons.installed).values()
+    assert not set(autoscaling_deps) & {c for c in installed if c is not None}  # no KEDA
     assert cfn_lint(Path(nodegroup_hpa.outdir) / "Inference.template.json") == []
 
 

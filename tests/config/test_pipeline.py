@@ -292,7 +292,7 @@ INTERNET = {
     ],
 )
 def test_smoke_via(via: str, overrides: dict[str, Any], expected: str) -> None:
-    from stacks.pipeline_app import smoke_access
+    from stacks.pipeline.compose import smoke_access
 
     config, pipeline = _stage({"smokeTest": {"via": via}}, **overrides)
     access = smoke_access("prod", config, pipeline)
@@ -305,7 +305,7 @@ def test_smoke_via(via: str, overrides: dict[str, Any], expected: str) -> None:
 
 
 def test_smoke_off_means_no_access() -> None:
-    from stacks.pipeline_app import smoke_access
+    from stacks.pipeline.compose import smoke_access
 
     config, pipeline = _stage({"smokeTest": {"enabled": False}})
     assert smoke_access("prod", config, pipeline) is None
@@ -359,7 +359,7 @@ def test_smoke_off_means_no_access() -> None:
     ],
 )
 def test_smoke_errors(smoke: dict[str, Any], overrides: dict[str, Any], message: str) -> None:
-    from stacks.pipeline_app import smoke_access
+    from stacks.pipeline.compose import smoke_access
 
     with pytest.raises(ConfigError) as err:
         config, pipeline = _stage({"smokeTest": smoke}, **overrides)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import aws_cdk as cdk
 import pytest
 
-from app import build_app
 from config import load_config
+from stacks.platform import build_app
 from tests.conftest import TEST_TODAY, cdk_json_context
 
 

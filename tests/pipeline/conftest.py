@@ -6,7 +6,10 @@ Accounts: the pipeline and ``dev`` live in 111111111111, ``prod`` in 22222222222
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,23 +81,31 @@ class PipelineSynth:
         return {s.hierarchical_id.split("/")[-1]: s.template for s in nested.stacks}
 
 
+@contextlib.contextmanager
+def platform(build: Callable[..., Any]) -> Iterator[None]:
+    """Stages (and direct mode) are built by ``build`` instead of ``stacks.platform.build_app``."""
+    import stacks.modes
+    import stacks.pipeline.stage
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(stacks.pipeline.stage, "build_app", build)
+        patch.setattr(stacks.modes, "build_app", build)
+        yield
+
+
 def synth_pipeline(
     outdir: Path, context: dict[str, Any], *, builder: Any = None, nag: bool = True
 ) -> PipelineSynth:
     """Build ``app.py``'s pipeline mode with ``context`` (and ``builder`` for the stages, default: the
-    real ``build_app``) and synthesize it."""
+    real ``build_app`` on the tests' fixed date) and synthesize it."""
     import aws_cdk as cdk
 
-    from app import build_app
-    from stacks.pipeline_app import build
-
-    if builder is None:
-
-        def builder(scope: Any, config: Any) -> Any:
-            return build_app(scope, config, today=TEST_TODAY)
+    from stacks.modes import build_for_mode
+    from stacks.platform import build_app
 
     app = cdk.App(context=context, outdir=str(outdir))
-    stack = build(app, app.node.get_all_context(), builder)
+    with platform(builder or functools.partial(build_app, today=TEST_TODAY)):
+        stack = build_for_mode(app, app.node.get_all_context())
     if nag:
         add_nag_plugins(app)
     assembly = app.synth()
@@ -142,7 +153,7 @@ INTERNET_FACING = {
 
 
 def tiny_builder(calls: list[Any] | None = None) -> Any:
-    def build(scope: Any, config: Any) -> TinyStacks:
+    def build(scope: Any, config: Any, **_: Any) -> TinyStacks:
         if calls is not None:
             calls.append((scope, config))
         return TinyStacks(inference=TinyInference(scope, config))

@@ -12,16 +12,23 @@ import pytest
 from aws_cdk.assertions import Match, Template
 
 from config import ConfigError
-from stacks.pipeline_app import build
-from stacks.stage import LlamaStage
+from stacks.modes import build_for_mode
+from stacks.pipeline.stage import LlamaStage
 from tests.pipeline.conftest import (
     INTERNET_FACING,
     PIPELINE_SECTION,
     PipelineSynth,
     pipeline_context,
+    platform,
     synth_pipeline,
     tiny_builder,
 )
+
+
+def build(app: cdk.App, calls: list[Any] | None = None) -> Any:
+    """app.py's build with the cheap stage."""
+    with platform(tiny_builder(calls)):
+        return build_for_mode(app, app.node.get_all_context())
 
 
 def _section(**changes: Any) -> dict[str, Any]:
@@ -57,7 +64,7 @@ def test_smoke_test_runs_after_every_stage_with_the_endpoint_output(tiny: Pipeli
             if r["Type"] == "AWS::CodeBuild::Project" and lid.startswith(f"Pipeline{sid}SmokeTest")
         ]
         spec = json.loads(project["Properties"]["Source"]["BuildSpec"])
-        assert spec["phases"]["build"]["commands"] == ["python3 stacks/pipeline_smoke.py"]
+        assert spec["phases"]["build"]["commands"] == ["python3 stacks/pipeline/codebuild/smoke.py"]
         assert project["Properties"]["TimeoutInMinutes"] == (1200 + 300 + 300) // 60
         static = {e["Name"]: e["Value"] for e in project["Properties"]["Environment"]["EnvironmentVariables"]}
         assert static == {
@@ -205,7 +212,7 @@ def test_direct_mode_builds_the_stacks_and_no_pipeline() -> None:
     context = pipeline_context()
     context["deployMode"] = "direct"
     app = cdk.App(context=context)
-    result = build(app, app.node.get_all_context(), tiny_builder(calls))
+    result = build(app, calls)
     assert [child.node.id for child in app.node.children] == ["Inference"]
     ((scope, config),) = calls
     assert scope is app and config.env_name == "dev"
@@ -215,7 +222,7 @@ def test_direct_mode_builds_the_stacks_and_no_pipeline() -> None:
 def test_pipeline_mode_builds_each_stage_once_with_its_own_config() -> None:
     calls: list[Any] = []
     app = cdk.App(context=pipeline_context(**INTERNET_FACING))
-    build(app, app.node.get_all_context(), tiny_builder(calls))
+    build(app, calls)
     assert [child.node.id for child in app.node.children] == ["Pipeline"]
     assert [(type(scope), scope.node.id, config.env_name, config.aws.account) for scope, config in calls] == [
         (LlamaStage, "Dev", "dev", "111111111111"),
@@ -227,7 +234,7 @@ def test_pipeline_mode_builds_each_stage_once_with_its_own_config() -> None:
 def test_pipeline_mode_rejects_a_stage_without_an_environment() -> None:
     app = cdk.App(context=pipeline_context(_section(stages=["dev", "staging"], approvalStages=[])))
     with pytest.raises(ConfigError) as err:
-        build(app, app.node.get_all_context(), tiny_builder())
+        build(app)
     assert str(err.value) == (
         "Invalid config 'pipeline.stages': 'staging'. "
         "Allowed: one of ['dev', 'prod'] (the keys of 'environments')."
@@ -239,7 +246,7 @@ def test_pipeline_mode_rejects_a_stage_without_an_account() -> None:
     del context["environments"]["prod"]["aws"]
     app = cdk.App(context=context)
     with pytest.raises(ConfigError) as err:
-        build(app, app.node.get_all_context(), tiny_builder())
+        build(app)
     assert str(err.value) == (
         "Invalid config 'environments.prod.aws.account': None. "
         "Allowed: a 12-digit AWS account id: a pipeline deploys each stage to an explicit account."
@@ -249,7 +256,7 @@ def test_pipeline_mode_rejects_a_stage_without_an_account() -> None:
 def test_pipeline_mode_rejects_never_cross_account_keys_across_accounts() -> None:
     app = cdk.App(context=pipeline_context(_section(crossAccountKeys="never")))
     with pytest.raises(ConfigError) as err:
-        build(app, app.node.get_all_context(), tiny_builder())
+        build(app)
     assert str(err.value) == (
         "Invalid config 'pipeline.crossAccountKeys': 'never'. Allowed: 'auto' or 'always' when stages "
         "deploy to another account than the pipeline's (prod)."

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from stacks import pipeline_smoke as smoke
+from stacks.pipeline.codebuild import smoke
 from tests.conftest import REPO
 
 #: What the model server's /predict answers (the seed's {"response": <llama.cpp completion>}).
@@ -163,10 +163,10 @@ def test_wait_ready_is_bounded_by_the_clock() -> None:
 
 
 def test_runs_as_the_pipeline_runs_it(service: tuple[Service, str]) -> None:
-    # The CodeBuild step: `python3 stacks/pipeline_smoke.py` with the endpoint in LLAMA_ENDPOINT.
+    # The CodeBuild step: `python3 stacks/pipeline/codebuild/smoke.py` with the endpoint in LLAMA_ENDPOINT.
     _, endpoint = service
     proc = subprocess.run(
-        [sys.executable, "stacks/pipeline_smoke.py", "--interval", "0.01"],
+        [sys.executable, "stacks/pipeline/codebuild/smoke.py", "--interval", "0.01"],
         cwd=REPO,
         env={"LLAMA_ENDPOINT": endpoint, "READY_TIMEOUT_S": "5", "PATH": "/usr/bin:/bin"},
         capture_output=True,

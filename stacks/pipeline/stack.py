@@ -22,7 +22,7 @@ from constructs import Construct
 
 from config.pipeline import PipelineConfig, SourceConfig
 from stacks.common import acknowledge
-from stacks.stage import SmokeTestSpec
+from stacks.pipeline.stage import SmokeTestSpec
 
 #: CodeBuild image of every step: Amazon Linux based standard 7.0 (Python 3.11 and Node 20 available).
 BUILD_IMAGE = codebuild.LinuxBuildImage.STANDARD_7_0
@@ -310,6 +310,6 @@ class PipelineStack(cdk.Stack):
             if env_vars
             else None,
             role_policy_statements=statements or None,
-            commands=["python3 stacks/pipeline_smoke.py"],
+            commands=["python3 stacks/pipeline/codebuild/smoke.py"],
             timeout=cdk.Duration.seconds(smoke.ready_timeout_s + smoke.predict_timeout_s + 300),
         )

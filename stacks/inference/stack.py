@@ -20,6 +20,7 @@ Karpenter's NodePools.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import cdk8s
@@ -54,14 +55,29 @@ def predict_curl(host: str, *, api_key: bool) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where the pods run and what each manifest group waits for.
+
+    ``node_selector``: labels of the nodes the pods run on (GPU NodePool or nodegroup, a CPU pool, or none).
+    ``after_capacity``: before the Deployment (NodePools or the GPU nodegroup, the NVIDIA device plugin);
+    ``after_load_balancer_controller``: before the Service; ``after_autoscaler``: before the ScaledObject
+    or HPA (KEDA, Prometheus, the DCGM exporter); ``after_metrics``: before the ServiceMonitor and dashboard.
+    """
+
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    after_capacity: tuple[IConstruct, ...] = ()
+    after_load_balancer_controller: tuple[IConstruct, ...] = ()
+    after_autoscaler: tuple[IConstruct, ...] = ()
+    after_metrics: tuple[IConstruct, ...] = ()
+
+
 class InferenceStack(Stack):
     """The inference service on ``cluster``.
 
     The image (``ModelServerImage``) is built here; the model's S3 access (``ModelAccess``) is made when
-    the model is on S3. ``vpc_cidr``: the VPC's CIDR
-    (NetworkPolicy, internal NLB source range). ``node_selector``: labels of the nodes the pods run on
-    (GPU NodePool/nodegroup, or a CPU pool). The ``after_*`` construct lists are what each manifest
-    group waits for (add-on Helm releases, NodePools, nodegroup).
+    the model is on S3. ``vpc_cidr``: the VPC's CIDR (NetworkPolicy, internal NLB source range).
+    ``placement``: the nodes and what each manifest group waits for (``stacks.platform.inference_placement``).
     """
 
     def __init__(
@@ -72,11 +88,7 @@ class InferenceStack(Stack):
         cluster: eks.Cluster,
         config: InferenceConfig,
         vpc_cidr: str,
-        node_selector: Mapping[str, str],
-        after_capacity: list[IConstruct],
-        after_load_balancer_controller: list[IConstruct],
-        after_autoscaler: list[IConstruct],
-        after_metrics: list[IConstruct],
+        placement: Placement,
         scan_image_on_push: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -98,12 +110,12 @@ class InferenceStack(Stack):
                 key=config.model.s3_key or "",
             )
 
-        selector = dict(node_selector)
-        placement = {"gpu_node_selector": selector} if gpu else {"cpu_node_selector": selector}
+        selector = dict(placement.node_selector)
+        nodes = {"gpu_node_selector": selector} if gpu else {"cpu_node_selector": selector}
         self.chart = InferenceChart(
             cdk8s.App(),
             "Inference",
-            InferenceChartProps(config=config, image=self.image.image_uri, vpc_cidr=vpc_cidr, **placement),
+            InferenceChartProps(config=config, image=self.image.image_uri, vpc_cidr=vpc_cidr, **nodes),
         )
         manifests = self.chart.to_json()
         grouped: dict[str, list[dict[str, Any]]] = {group: [] for group in MANIFEST_GROUPS}
@@ -121,15 +133,15 @@ class InferenceStack(Stack):
         base = self.manifests["Base"]
         workload = self.manifests["Workload"]
         service = self.manifests["Service"]
-        workload.node.add_dependency(base, *after_capacity)
+        workload.node.add_dependency(base, *placement.after_capacity)
         if self.model_access is not None:
             # Pod Identity injects credentials only into pods created after the association exists.
             workload.node.add_dependency(self.model_access.association)
-        service.node.add_dependency(base, *after_load_balancer_controller)
+        service.node.add_dependency(base, *placement.after_load_balancer_controller)
         if "Autoscaling" in self.manifests:
-            self.manifests["Autoscaling"].node.add_dependency(workload, *after_autoscaler)
+            self.manifests["Autoscaling"].node.add_dependency(workload, *placement.after_autoscaler)
         if "Monitoring" in self.manifests:
-            self.manifests["Monitoring"].node.add_dependency(base, *after_metrics)
+            self.manifests["Monitoring"].node.add_dependency(base, *placement.after_metrics)
 
         if not gpu and not selector:
             Annotations.of(self).add_warning_v2(
@@ -177,51 +189,3 @@ class InferenceStack(Stack):
             description="Inspect replicas and autoscaling"
             + (" (KEDA may scale to zero)" if config.autoscaling.mode is Autoscaler.KEDA else ""),
         )
-
-
-def inference_placement(config: Any, *, addons: Any, gpu_nodegroup: IConstruct | None) -> dict[str, Any]:
-    """Where the pods run and what each manifest group waits for, from the add-ons actually installed.
-
-    ``config``: the ``AppConfig``; ``addons``: the ``AddonsStack`` (its ``ctx.installed`` maps add-on
-    name -> root construct); ``gpu_nodegroup``: the ClusterStack's GPU nodegroup (``gpuCapacity:
-    nodegroup``). Returns the keyword arguments ``node_selector`` and ``after_*`` of :class:`InferenceStack`.
-    """
-    from config.compute import GpuCapacity
-    from config.names import GENERAL_NODEPOOL_NAME, GPU_NODEPOOL_NAME, NODE_CLASS_LABEL, NODEPOOL_LABEL
-
-    installed: Mapping[str, IConstruct] = addons.ctx.installed
-    inference: InferenceConfig = config.inference
-
-    def need(*names: str) -> list[IConstruct]:
-        # check_against_addons already guarantees these are enabled; a KeyError here is a bug.
-        return [installed[n] for n in names]
-
-    capacity: list[IConstruct]
-    if inference.accelerator is Accelerator.GPU:
-        if config.compute.gpu_capacity is GpuCapacity.KARPENTER:
-            selector = {NODEPOOL_LABEL: GPU_NODEPOOL_NAME}
-            capacity = need("karpenter", "nvidiaDevicePlugin")
-        else:
-            if gpu_nodegroup is None:
-                raise ValueError("gpuCapacity 'nodegroup' without the ClusterStack's GPU nodegroup")
-            selector = {NODE_CLASS_LABEL: "gpu"}
-            capacity = [gpu_nodegroup, *need("nvidiaDevicePlugin")]
-    elif config.addons.karpenter.enabled and config.addons.karpenter.general_purpose_pool:
-        selector = {NODEPOOL_LABEL: GENERAL_NODEPOOL_NAME}
-        capacity = need("karpenter")
-    else:
-        selector, capacity = {}, []
-
-    autoscaler: list[IConstruct] = []
-    if inference.autoscaling.mode is Autoscaler.KEDA:
-        autoscaler = need("keda", "metrics")
-        if inference.accelerator is Accelerator.GPU:
-            autoscaler += need("dcgmExporter")
-    monitoring = inference.monitoring
-    return {
-        "node_selector": selector,
-        "after_capacity": capacity,
-        "after_load_balancer_controller": need("loadBalancerController"),
-        "after_autoscaler": autoscaler,
-        "after_metrics": need("metrics") if (monitoring.service_monitor or monitoring.dashboard) else [],
-    }

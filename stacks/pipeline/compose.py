@@ -1,9 +1,4 @@
-"""Composition of the pipeline mode: one ``LlamaStage`` per configured environment inside a PipelineStack.
-
-``app.py`` calls :func:`build` and gets exactly one of the two shapes: the stacks of one environment
-(``deployMode: direct``, a laptop ``cdk deploy``) or the PipelineStack alone (``deployMode: pipeline``),
-whose stages are built by the same function. There is no mode that creates both.
-"""
+"""Composition of the pipeline mode: one ``LlamaStage`` per configured environment inside a PipelineStack."""
 
 from __future__ import annotations
 
@@ -15,12 +10,9 @@ from constructs import Construct
 
 from config import AppConfig, EndpointAccess, load_config
 from config.errors import ConfigError
-from config.pipeline import PipelineConfig, SmokeVia, load_pipeline_config
-from stacks.pipeline_stack import PipelineStack, StageTarget
-from stacks.stage import LlamaStage, SmokeAccess
-
-#: ``build_app(scope, config) -> stacks`` of app.py: the one definition of an environment's stacks.
-Builder = Callable[[Construct, AppConfig], Any]
+from config.pipeline import PipelineConfig, SmokeVia
+from stacks.pipeline.stack import PipelineStack, StageTarget
+from stacks.pipeline.stage import LlamaStage, SmokeAccess
 
 
 def stage_configs(context: Mapping[str, Any], pipeline: PipelineConfig) -> dict[str, AppConfig]:
@@ -91,17 +83,13 @@ def smoke_access(name: str, config: AppConfig, pipeline: PipelineConfig) -> Smok
     return SmokeAccess(via=wire, pipeline_account=str(pipeline.account), pipeline_name=pipeline.name)
 
 
-def build_pipeline(
-    scope: Construct, context: Mapping[str, Any], pipeline: PipelineConfig, build: Builder
-) -> PipelineStack:
-    """The PipelineStack with one LlamaStage per ``pipeline.stages`` entry, built by ``build``."""
+def build_pipeline(scope: Construct, context: Mapping[str, Any], pipeline: PipelineConfig) -> PipelineStack:
+    """The PipelineStack with one LlamaStage per ``pipeline.stages`` entry."""
     configs = stage_configs(context, pipeline)
 
     def factory(name: str, config: AppConfig) -> Callable[[Construct, str], cdk.Stage]:
         smoke = smoke_access(name, config, pipeline)  # validated before any construct exists
-        return lambda stage_scope, stage_id: LlamaStage(
-            stage_scope, stage_id, config=config, build=build, smoke=smoke
-        )
+        return lambda stage_scope, stage_id: LlamaStage(stage_scope, stage_id, config=config, smoke=smoke)
 
     targets = [
         StageTarget(env_name=name, account=str(c.aws.account), region=c.aws.region, create=factory(name, c))
@@ -116,11 +104,3 @@ def build_pipeline(
         stack_name=pipeline.name,
         description=f"Self-mutating delivery pipeline of llama-eks: {' -> '.join(pipeline.stages)}",
     )
-
-
-def build(scope: Construct, context: Mapping[str, Any], build_direct: Builder) -> PipelineStack | Any:
-    """Build what ``deployMode`` asks for under ``scope``: the pipeline, or one environment's stacks."""
-    pipeline = load_pipeline_config(context)
-    if pipeline.enabled:
-        return build_pipeline(scope, context, pipeline, build_direct)
-    return build_direct(scope, load_config(context))

@@ -16,7 +16,7 @@ Two ways to reach the service (``LLAMA_SMOKE_VIA``):
 
 Exit 0 on success, 1 with a one-line reason otherwise::
 
-    LLAMA_ENDPOINT=my-llama-nlb-123.elb.us-west-2.amazonaws.com python3 stacks/pipeline_smoke.py
+    LLAMA_ENDPOINT=my-llama-nlb-123.elb.us-west-2.amazonaws.com python3 stacks/pipeline/codebuild/smoke.py
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from typing import Any
 #: The seed's smoke request (book ch3): the same body its curl example sends to /predict. Its one home is
 #: config/seed_predict.json (read by path: this script runs on a bare CodeBuild image, without the app's
 #: dependencies).
-SEED_PREDICT_FILE = Path(__file__).resolve().parents[1] / "config" / "seed_predict.json"
+SEED_PREDICT_FILE = Path(__file__).resolve().parents[3] / "config" / "seed_predict.json"
 SEED_PREDICT_REQUEST: dict[str, str] = json.loads(SEED_PREDICT_FILE.read_text())
 
 

@@ -1,7 +1,7 @@
 """``LlamaStage``: one environment's stacks as a ``cdk.Stage``, for the pipeline to deploy.
 
-The stage does not define the platform itself: it calls the same build function ``app.py`` uses for a
-laptop ``cdk deploy``, so both paths deploy one definition (same construct IDs, same CloudFormation stack
+The stage does not define the platform itself: it calls the same ``build_app`` (stacks/platform.py) that a
+laptop ``cdk deploy`` uses, so both paths deploy one definition (same construct IDs, same CloudFormation stack
 names: a pipeline can take over stacks first deployed from a laptop). The only thing it adds is, when the
 smoke test goes through the Kubernetes API, a small ``SmokeTest`` stack: the role the pipeline's smoke
 test assumes and its EKS access entry.
@@ -9,7 +9,7 @@ test assumes and its EKS access entry.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +19,8 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from charts.inference import SERVICE_PORT
-
-#: The build function shared with app.py: creates every stack of one environment under ``scope``.
-PlatformBuilder = Callable[[Construct, Any], Any]
+from config import AppConfig
+from stacks.platform import build_app
 
 
 @dataclass(frozen=True)
@@ -51,8 +50,8 @@ class LlamaStage(cdk.Stage):
     """The network, cluster, add-ons and inference stacks of one environment.
 
     ``config`` is that environment's ``AppConfig`` (its ``aws.account`` must be set: a pipeline deploys to
-    explicit accounts). ``build`` is the app's build function; what it returns is kept as ``stacks``.
-    ``smoke`` (default None: no smoke test) says how the pipeline's smoke test reaches the service.
+    explicit accounts); ``stacks`` are what ``build_app`` made of it. ``smoke`` (default None: no smoke
+    test) says how the pipeline's smoke test reaches the service.
     """
 
     def __init__(
@@ -60,8 +59,7 @@ class LlamaStage(cdk.Stage):
         scope: Construct,
         construct_id: str,
         *,
-        config: Any,
-        build: PlatformBuilder,
+        config: AppConfig,
         smoke: SmokeAccess | None = None,
     ) -> None:
         super().__init__(
@@ -70,7 +68,7 @@ class LlamaStage(cdk.Stage):
             env=cdk.Environment(account=config.aws.account, region=config.aws.region),
         )
         self.config = config
-        self.stacks = build(self, config)
+        self.stacks = build_app(self, config)
         self.smoke_test: SmokeTestSpec | None = self._smoke_test(smoke) if smoke is not None else None
 
     def _smoke_test(self, smoke: SmokeAccess) -> SmokeTestSpec | None:

@@ -1,0 +1,2 @@
+"""The delivery pipeline: its stack, the stage it deploys per environment, their composition, and the
+scripts its CodeBuild steps run (``codebuild/``)."""

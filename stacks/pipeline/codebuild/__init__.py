@@ -1,0 +1,1 @@
+"""Scripts the pipeline's CodeBuild steps run from the source checkout (stdlib only: no app dependencies)."""
