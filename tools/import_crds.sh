@@ -7,7 +7,7 @@
 # `cdk8s import` per group, files concatenated in name order), because a second import of the same group
 # would overwrite the first. The Python module of group a.b.c is imports/c/b/a (cdk8s reverses the group),
 # e.g. karpenter.sh -> `from imports.sh import karpenter`.
-# The output is byte-stable: tests/addons/test_imports.py re-runs this into a temporary folder and diffs.
+# The output is byte-stable: tests/imports/test_imports.py re-runs this into a temporary folder and diffs.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 crd_dir="${CRD_DIR:-$repo/../shared/crds}"

@@ -17,7 +17,7 @@ from config.pipeline import (
     pinned_cdk_cli_version,
 )
 from tests.conftest import REPO, cdk_json_context
-from tests.pipeline.conftest import CONNECTION_ARN, PIPELINE_SECTION
+from tests.stacks.pipeline.conftest import CONNECTION_ARN, PIPELINE_SECTION
 
 CODECOMMIT = {"provider": "codecommit", "repository": "llama-eks"}
 
@@ -270,7 +270,7 @@ def test_direct_mode_needs_no_pipeline_account() -> None:
 
 
 def _stage(pipeline_changes: dict[str, Any], **overrides: Any) -> tuple[Any, Any]:
-    from tests.pipeline.conftest import pipeline_context
+    from tests.stacks.pipeline.conftest import pipeline_context
 
     context = pipeline_context({**PIPELINE_SECTION, **pipeline_changes}, **overrides)
     return load_config({**context, "env": "prod"}), load_pipeline_config(context)

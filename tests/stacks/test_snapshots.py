@@ -1,6 +1,6 @@
 """JSON snapshots of each stack, normalized (asset hashes, CDK metadata, CDK-managed Lambda runtimes).
 
-A diff here is a reviewed change: update with ``pytest tests/infra/test_snapshots.py --snapshot-update``
+A diff here is a reviewed change: update with ``pytest tests/stacks/test_snapshots.py --snapshot-update``
 and read the diff before committing.
 """
 

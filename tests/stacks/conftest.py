@@ -63,7 +63,7 @@ CLI_RUN_KEY = pytest.StashKey[CliRun]()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    cli_items = [item for item in items if item.nodeid.startswith("tests/infra/test_cli_synth.py")]
+    cli_items = [item for item in items if item.nodeid.startswith("tests/stacks/test_cli_synth.py")]
     if not cli_items:
         return
     # Run the CLI test last, so its background process overlaps everything else.

@@ -1,7 +1,7 @@
 """The real CDK CLI, offline: cdk.json's app command and -c overrides (which arrive as strings).
 
 The CLI run (~30 s: a fresh node + Python + jsii) is started in the background when the session collects
-this test (tests/infra/conftest.py), so it overlaps the in-process tests; the test only waits for it.
+this test (tests/stacks/conftest.py), so it overlaps the in-process tests; the test only waits for it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from tests.infra.conftest import CLI_ARGS, CLI_RUN_KEY, CliRun
+from tests.stacks.conftest import CLI_ARGS, CLI_RUN_KEY, CliRun
 
 
 def test_offline_synth_with_environment_and_key_override(cli_synth: CliRun) -> None:

@@ -14,7 +14,7 @@ from aws_cdk.assertions import Match, Template
 from config import ConfigError
 from stacks.modes import build_for_mode
 from stacks.pipeline.stage import LlamaStage
-from tests.pipeline.conftest import (
+from tests.stacks.pipeline.conftest import (
     INTERNET_FACING,
     PIPELINE_SECTION,
     PipelineSynth,

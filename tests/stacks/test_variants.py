@@ -1,4 +1,4 @@
-"""The second configuration (tests/infra/conftest.py VARIANT): private endpoint, admin roles, an old
+"""The second configuration (tests/stacks/conftest.py VARIANT): private endpoint, admin roles, an old
 Kubernetes version (support warning), one NAT gateway per AZ, interface endpoints, partial logging,
 Bottlerocket system nodes."""
 
@@ -11,7 +11,7 @@ from aws_cdk.assertions import Match, Template
 
 from tests.conftest import Synthesized
 from tests.helpers.cfn import AWS_SOLUTIONS, cfn_lint, unacknowledged
-from tests.infra.conftest import ADMIN, BREAK_GLASS
+from tests.stacks.conftest import ADMIN, BREAK_GLASS
 
 
 def _cluster(variant: Synthesized) -> dict[str, Any]:

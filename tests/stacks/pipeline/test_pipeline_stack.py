@@ -16,7 +16,7 @@ from syrupy.extensions.json import JSONSnapshotExtension
 from config.pipeline import CDK_ASSETS_VERSION, pinned_cdk_cli_version
 from tests.conftest import REPO
 from tests.helpers.cfn import cfn_lint, normalize_template, unacknowledged
-from tests.pipeline.conftest import (
+from tests.stacks.pipeline.conftest import (
     CONNECTION_ARN,
     DEV_ACCOUNT,
     PIPELINE_ACCOUNT,

@@ -1,5 +1,6 @@
 """Normalized JSON snapshot of the AddonsStack (default config). A diff is a reviewed change:
-``pytest tests/addons/test_addons_snapshot.py --snapshot-update``, then read the diff before committing."""
+``pytest tests/stacks/addons/test_addons_snapshot.py --snapshot-update``, then read the diff before
+committing."""
 
 from __future__ import annotations
 

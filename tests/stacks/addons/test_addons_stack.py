@@ -16,9 +16,9 @@ from config.addons import (
     LOAD_BALANCER_CONTROLLER_CHART,
     NVIDIA_DEVICE_PLUGIN_CHART,
 )
-from tests.addons._cfn import helm_releases, manifests, one, resources
 from tests.helpers.cfn import cfn_lint, unacknowledged
 from tests.helpers.crd_schema import REPO, served_schemas, validate
+from tests.stacks.addons._cfn import helm_releases, manifests, one, resources
 
 SYSTEM = {"llama-eks/node-class": "system"}
 GPU_TOLERATION = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.addons._cfn import PSEUDO, one, resolve, resources
+from tests.stacks.addons._cfn import PSEUDO, one, resolve, resources
 
 REFERENCE = (
-    Path(__file__).resolve().parents[2].parent
+    Path(__file__).resolve().parents[3].parent
     / "shared/reference/karpenter-v1.14-getting-started-cloudformation.yaml"
 )
 
