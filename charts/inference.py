@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import cdk8s
 import cdk8s_plus_30 as kplus
@@ -107,7 +108,7 @@ class InferenceChart(cdk8s.Chart):
     ``service_monitor`` (needs the Prometheus Operator CRDs).
     """
 
-    def __init__(self, scope: Construct, id: str, props: InferenceChartProps, **kwargs) -> None:
+    def __init__(self, scope: Construct, id: str, props: InferenceChartProps, **kwargs: Any) -> None:
         if not isinstance(props, InferenceChartProps):
             raise ConfigError("inference", props, "InferenceChartProps")
         c = props.config
@@ -510,7 +511,9 @@ class InferenceChart(cdk8s.Chart):
         url = c.monitoring.prometheus_url
         sel = self._selector()
 
-        def trigger(name: str, query: str, threshold: int, metric_type: str, activation: int = 0):
+        def trigger(
+            name: str, query: str, threshold: int, metric_type: str, activation: int = 0
+        ) -> keda.ScaledObjectSpecTriggers:
             return keda.ScaledObjectSpecTriggers(
                 type="prometheus",
                 name=name,

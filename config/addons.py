@@ -12,8 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, Strict, model_validator
 
-from .base import Bool, CommaSeparated, ConfigModel, Duration, Int, Str, Unique, matches
-from .errors import ConfigError, Invalid
+from .base import Bool, CommaSeparated, ConfigModel, Duration, Int, Str, Unique
+from .errors import ConfigError, Invalid, matches
 
 #: Pinned chart versions (see docs/addons.md for where each comes from).
 KARPENTER_VERSION = "1.14.1"

@@ -15,10 +15,10 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, Strict, ValidationInfo, field_validator, model_validator
 
 from .addons import AddonsConfig, karpenter_compatibility_problem
-from .base import ACCOUNT_PATTERN, ConfigModel, Given, Region, StrMap, matches, with_defaults
+from .base import ACCOUNT_PATTERN, ConfigModel, Given, Region, StrMap, with_defaults
 from .cluster import ClusterConfig
 from .compute import ComputeConfig, GpuCapacity
-from .errors import ConfigError, Invalid, raise_all
+from .errors import ConfigError, Invalid, matches, raise_all
 from .inference import InferenceConfig, addon_problems
 from .network import DEFAULT_REGION, NetworkConfig, default_availability_zones
 

@@ -98,20 +98,19 @@ class Given:
     def __init__(self, model: type[ConfigModel], data: Mapping[str, Any], context: Mapping[str, Any]) -> None:
         self._model, self._data, self.context = model, data, context
 
-    def __contains__(self, name: str) -> bool:
-        field = self._model.model_fields[name]
-        return name in self._data or field.alias in self._data
+    def _keys(self, name: str) -> tuple[str, ...]:
+        alias = self._model.model_fields[name].alias
+        return (alias, name) if alias else (name,)
 
     def raw(self, name: str) -> Any:
         """Field ``name`` as given (by key or field name); None when absent."""
-        field = self._model.model_fields[name]
-        return next((self._data[k] for k in (field.alias, name) if k in self._data), None)
+        return next((self._data[k] for k in self._keys(name) if k in self._data), None)
 
     def value(self, name: str) -> Any:
         """Field ``name``'s value as validation will read it; its default when absent or invalid (the
         invalid value is reported by the field itself)."""
         field = self._model.model_fields[name]
-        for key in (field.alias, name):
+        for key in self._keys(name):
             if key in self._data:
                 try:
                     return _adapter(self._model, name).validate_python(self._data[key])
@@ -123,9 +122,8 @@ class Given:
 @functools.cache
 def _adapter(model: type[ConfigModel], name: str) -> TypeAdapter[Any]:
     field = model.model_fields[name]
-    if not field.metadata:
-        return TypeAdapter(field.annotation)
-    return TypeAdapter(Annotated[field.annotation, *field.metadata])
+    annotation: Any = field.annotation
+    return TypeAdapter(Annotated[annotation, *field.metadata] if field.metadata else annotation)
 
 
 def _field_name(model: type[BaseModel], key: str) -> str | None:

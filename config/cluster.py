@@ -8,12 +8,12 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, Strict, ValidationInfo, field_validator
 
-from .base import Bool, Cidr, CommaSeparated, ConfigModel, Given, LogRetentionDays, Unique, matches
-from .errors import Invalid, Rule
+from .base import Bool, Cidr, CommaSeparated, ConfigModel, Given, LogRetentionDays, Unique
+from .errors import Invalid, Rule, matches
 from .versions import DEFAULT_KUBERNETES_VERSION, KUBERNETES_VERSIONS, KubernetesVersionInfo
 
 LogType = Literal["api", "audit", "authenticator", "controllerManager", "scheduler"]
-LOG_TYPES: tuple[str, ...] = get_args(LogType)
+LOG_TYPES: tuple[LogType, ...] = get_args(LogType)
 
 #: EKS managed add-ons this stack can install. metrics-server is an EKS community add-on.
 ManagedAddon = Literal["coredns", "eks-pod-identity-agent", "kube-proxy", "metrics-server", "vpc-cni"]

@@ -10,8 +10,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field, Strict, model_validator
 
-from .base import CommaSeparated, ConfigModel, Given, Int, StrMap, matches
-from .errors import Allowed, Invalid, raise_all
+from .base import CommaSeparated, ConfigModel, Given, Int, StrMap
+from .errors import Allowed, Invalid, matches, raise_all
 from .names import GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, NODE_CLASS_LABEL
 
 #: AMI types allowed per nodegroup role (AL2 is end of life; AL2023 and Bottlerocket are current).
@@ -223,10 +223,11 @@ class ComputeConfig(ConfigModel):
         "them; `nodegroup`: the `gpuNodegroup` managed nodegroup.",
     )
     system_nodegroup: SystemNodegroupConfig = Field(
-        default_factory=SystemNodegroupConfig, description="The system nodegroup (table below)."
+        default_factory=lambda: SystemNodegroupConfig.load(),
+        description="The system nodegroup (table below).",
     )
     gpu_nodegroup: GpuNodegroupConfig = Field(
-        default_factory=GpuNodegroupConfig,
+        default_factory=lambda: GpuNodegroupConfig.load(),
         description="The GPU nodegroup (table below); created only when `gpuCapacity` is `nodegroup`.",
     )
 

@@ -259,16 +259,17 @@ def int_range(minimum: int | None, maximum: int | None) -> str:
 
 
 def _bounds(metadata: Iterable[Any]) -> tuple[int | None, int | None]:
-    low = high = None
+    low: int | None = None
+    high: int | None = None
     for m in metadata:
         if isinstance(m, annotated_types.Ge):
-            low = m.ge
+            low = int(m.ge)  # type: ignore[call-overload]
         elif isinstance(m, annotated_types.Gt):
-            low = m.gt + 1
+            low = int(m.gt) + 1  # type: ignore[call-overload]
         elif isinstance(m, annotated_types.Le):
-            high = m.le
+            high = int(m.le)  # type: ignore[call-overload]
         elif isinstance(m, annotated_types.Lt):
-            high = m.lt - 1
+            high = int(m.lt) - 1  # type: ignore[call-overload]
     return low, high
 
 

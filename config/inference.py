@@ -26,10 +26,9 @@ from .base import (
     ConfigModel,
     Given,
     Int,
-    matches,
     with_defaults,
 )
-from .errors import Allowed, Invalid, Rule, raise_all
+from .errors import Allowed, Invalid, Rule, matches, raise_all
 from .names import DEFAULT_MODEL_URI, MONITORING_NAMESPACE, PROMETHEUS_URL
 
 if TYPE_CHECKING:  # pragma: no cover - typing only

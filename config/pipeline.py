@@ -56,9 +56,8 @@ from .base import (
     Int,
     Str,
     StrList,
-    matches,
 )
-from .errors import Allowed, ConfigError, Invalid, raise_all
+from .errors import Allowed, ConfigError, Invalid, matches, raise_all
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -48,7 +48,8 @@ class KubernetesVersionInfo:
     def kubectl_layer(self, scope: Construct, construct_id: str) -> aws_lambda.ILayerVersion:
         """Instantiate this version's kubectl layer (imported lazily: only the chosen one is loaded)."""
         module = importlib.import_module(self.layer_module)
-        return getattr(module, self.layer_class)(scope, construct_id)
+        layer: aws_lambda.ILayerVersion = getattr(module, self.layer_class)(scope, construct_id)
+        return layer
 
     def support_warning(self, today: datetime.date) -> str | None:
         """The synth warning for ``today``, or None while the version is in standard support."""

@@ -1,7 +1,4 @@
-# Model server image (issue 5, docs/image.md).
-#   make image            build model_server/Dockerfile with buildah on a debootstrap'ed base (no registry)
-#   make lint-dockerfile  checkov's Dockerfile checks
-# checkov lives in its own venv: its pins (packaging<24) clash with pytest's.
+# Model server image (docs/image.md). checkov lives in its own venv: its pins (packaging<24) clash with pytest's.
 CHECKOV_VENV := $(VENV)/checkov
 
 $(CHECKOV_VENV)/.stamp: requirements-checkov.txt | $(BIN)/python
@@ -12,8 +9,8 @@ $(CHECKOV_VENV)/.stamp: requirements-checkov.txt | $(BIN)/python
 DEPS += $(CHECKOV_VENV)/.stamp
 
 .PHONY: image lint-dockerfile
-image: $(DEPS)
+image: $(DEPS)  ## build the CPU model server image with buildah (no registry)
 	$(BIN)/python tests/image/imagekit.py build
 
-lint-dockerfile: $(CHECKOV_VENV)/.stamp
+lint-dockerfile: $(CHECKOV_VENV)/.stamp  ## checkov's checks of model_server/Dockerfile
 	$(CHECKOV_VENV)/bin/checkov -f model_server/Dockerfile --framework dockerfile --compact --skip-download

@@ -1,6 +1,4 @@
-# Model server (issue 4): venv stamp, `make serve`, `make bench`.
-#   make serve   serve the embedded SmolLM2-135M-Instruct GGUF on 127.0.0.1:5000 (MODEL=/path/x.gguf for another)
-#   make bench   benchmark this server vs llama_cpp.server vs llama-server (see docs/benchmark.md)
+# Model server: its venv stamp, `make serve`, `make bench`.
 LLAMA_CPP_VERSION ?= 0.3.36
 LLAMA_CMAKE_ARGS  ?= -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
 SMOLLM2_VERSION   ?= 0.1.2
@@ -19,12 +17,12 @@ $(VENV)/.stamp-model-server: model_server/requirements.txt tools/build_llama_whe
 DEPS += $(VENV)/.stamp-model-server
 
 .PHONY: serve bench
-serve: $(VENV)/.stamp-model-server
+serve: $(VENV)/.stamp-model-server  ## serve the embedded SmolLM2 GGUF on 127.0.0.1:5000 (MODEL=, HOST=, PORT=)
 	MODEL_SERVER_HOST=$(HOST) MODEL_SERVER_PORT=$(PORT) $(if $(MODEL),MODEL_SERVER_MODEL_PATH=$(MODEL)) \
 	  $(BIN)/python -m model_server serve
 
 # Not part of `make test`. Builds llama-server from the sdist's vendored llama.cpp into bench/.build once.
-bench: $(VENV)/.stamp-model-server
+bench: $(VENV)/.stamp-model-server  ## benchmark against llama_cpp.server and llama-server (docs/benchmark.md)
 	$(BIN)/pip install -q -r bench/requirements.txt
 	PYTHON=$(BIN)/python bench/build_llama_server.sh
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import cdk8s
 from aws_cdk import Duration
@@ -58,7 +58,7 @@ class HelmRelease:
     skip_crds: bool = False
 
     def install(
-        self, scope: Construct, construct_id: str, cluster: eks.ICluster, values: dict
+        self, scope: Construct, construct_id: str, cluster: eks.ICluster, values: dict[str, Any]
     ) -> eks.HelmChart:
         return eks.HelmChart(
             scope,

@@ -13,6 +13,8 @@ Everything here mirrors Karpenter's official getting-started template for v1.14
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jsii
 from aws_cdk import Duration
 from aws_cdk import aws_eks_v2 as eks
@@ -27,6 +29,9 @@ from stacks.addons import karpenter_iam
 from stacks.addons.contract import AddonContext, ClusterAddon, HelmRelease
 from stacks.addons.pod_identity import PodIdentityRole
 from stacks.common import acknowledge, managed_policy_finding
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from aws_cdk.interfaces.aws_events import IRuleRef
 
 OCI_REPOSITORY = "oci://public.ecr.aws/karpenter"
 SERVICE_ACCOUNT = "karpenter"
@@ -68,7 +73,7 @@ class _QueueTarget:
     def __init__(self, queue: sqs.IQueue) -> None:
         self._queue = queue
 
-    def bind(self, _rule: events.IRule, _id: str | None = None) -> events.RuleTargetConfig:
+    def bind(self, _rule: IRuleRef, _id: str | None = None) -> events.RuleTargetConfig:
         return events.RuleTargetConfig(arn=self._queue.queue_arn)
 
 

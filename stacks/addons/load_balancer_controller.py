@@ -36,7 +36,8 @@ RELEASE = HelmRelease(
 def official_policy() -> dict[str, Any]:
     if not POLICY_FILE.is_file():
         raise FileNotFoundError(f"AWS Load Balancer Controller IAM policy not found: {POLICY_FILE}")
-    return json.loads(POLICY_FILE.read_text(encoding="utf-8"))
+    policy: dict[str, Any] = json.loads(POLICY_FILE.read_text(encoding="utf-8"))
+    return policy
 
 
 def wildcard_findings(policy: dict[str, Any]) -> list[str]:

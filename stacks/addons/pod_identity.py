@@ -33,6 +33,7 @@ class PodIdentityRole(Construct):
             description=description,
         )
         # Pod Identity requires sts:TagSession next to sts:AssumeRole.
+        assert self.role.assume_role_policy is not None  # a Role always has one
         self.role.assume_role_policy.add_statements(
             iam.PolicyStatement(
                 actions=["sts:TagSession"], principals=[iam.ServicePrincipal("pods.eks.amazonaws.com")]

@@ -79,7 +79,7 @@ class ManagedNodegroup(Construct):
                 eks.TaintSpec(key=t.key, value=t.value, effect=_EFFECTS[t.effect]) for t in config.taints
             ],
             launch_template_spec=eks.LaunchTemplateSpec(
-                id=self.launch_template.launch_template_id,
+                id=str(self.launch_template.launch_template_id),
                 version=self.launch_template.latest_version_number,
             ),
             subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),

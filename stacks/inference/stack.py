@@ -111,12 +111,15 @@ class InferenceStack(Stack):
             )
 
         selector = dict(placement.node_selector)
-        nodes = {"gpu_node_selector": selector} if gpu else {"cpu_node_selector": selector}
-        self.chart = InferenceChart(
-            cdk8s.App(),
-            "Inference",
-            InferenceChartProps(config=config, image=self.image.image_uri, vpc_cidr=vpc_cidr, **nodes),
+        image = self.image.image_uri
+        props = (
+            InferenceChartProps(config=config, image=image, vpc_cidr=vpc_cidr, gpu_node_selector=selector)
+            if gpu
+            else InferenceChartProps(
+                config=config, image=image, vpc_cidr=vpc_cidr, cpu_node_selector=selector
+            )
         )
+        self.chart = InferenceChart(cdk8s.App(), "Inference", props)
         manifests = self.chart.to_json()
         grouped: dict[str, list[dict[str, Any]]] = {group: [] for group in MANIFEST_GROUPS}
         for manifest in manifests:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import aws_codebuild as codebuild
@@ -18,7 +19,7 @@ from aws_cdk import aws_codepipeline as codepipeline
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import pipelines
-from constructs import Construct
+from constructs import Construct, IConstruct
 
 from config.pipeline import PipelineConfig, SourceConfig
 from stacks.common import acknowledge
@@ -37,8 +38,8 @@ _COMPUTE = {
 
 #: Context the synth step passes so the pipeline always synthesizes itself, whatever cdk.json's default.
 SYNTH_COMMAND = "npx cdk synth -c deployMode=pipeline"
-#: The README's test command: every test, as CI runs it.
-TEST_COMMAND = "make test"
+#: The README's test command: lint, types and every test, as CI runs it.
+TEST_COMMAND = "make check"
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class PipelineStack(cdk.Stack):
         *,
         config: PipelineConfig,
         targets: Sequence[StageTarget],
-        **kwargs: object,
+        **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         if config.source is None:
@@ -193,7 +194,7 @@ class PipelineStack(cdk.Stack):
         )
         bucket = self.pipeline.pipeline.artifact_bucket
 
-        def lid(construct: Construct) -> str:
+        def lid(construct: IConstruct) -> str:
             return str(self.resolve(self.get_logical_id(construct.node.default_child)))  # type: ignore[arg-type]
 
         artifacts = (

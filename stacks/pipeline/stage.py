@@ -20,6 +20,7 @@ from constructs import Construct
 
 from charts.inference import SERVICE_PORT
 from config import AppConfig
+from stacks.cluster.stack import ClusterStack
 from stacks.platform import build_app
 
 
@@ -79,7 +80,7 @@ class LlamaStage(cdk.Stage):
         if smoke.via == "endpoint":
             return SmokeTestSpec(outputs={"LLAMA_ENDPOINT": endpoint}, env={"LLAMA_SMOKE_VIA": "endpoint"})
         cluster_stack = getattr(self.stacks, "cluster", None)
-        if not isinstance(cluster_stack, Construct):
+        if not isinstance(cluster_stack, ClusterStack):
             return None
         cluster_name = cluster_stack.node.try_find_child("ClusterName")
         if not isinstance(cluster_name, cdk.CfnOutput):

@@ -99,7 +99,8 @@ def run_aws(args: list[str], env: dict[str, str]) -> dict[str, Any]:
     )
     if proc.returncode != 0:
         raise SmokeTestFailed(f"aws {' '.join(args[:2])} failed: {proc.stderr.strip()[:300]}")
-    return json.loads(proc.stdout)
+    parsed: dict[str, Any] = json.loads(proc.stdout)
+    return parsed
 
 
 #: EKS tokens live 15 minutes; the ready wait can be longer, so a token is re-minted after this long.
@@ -209,9 +210,9 @@ def _text_of(answer: Any) -> str:
             first = choices[0]
             message = first.get("message")
             if isinstance(message, dict) and isinstance(message.get("content"), str):
-                return message["content"]
+                return str(message["content"])
             if isinstance(first.get("text"), str):
-                return first["text"]
+                return str(first["text"])
     return ""
 
 

@@ -14,6 +14,7 @@ from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from config.pipeline import CDK_ASSETS_VERSION, pinned_cdk_cli_version
+from stacks.pipeline.stack import TEST_COMMAND
 from tests.conftest import REPO
 from tests.helpers.cfn import cfn_lint, normalize_template, unacknowledged
 from tests.stacks.pipeline.conftest import (
@@ -82,7 +83,11 @@ def test_synth_runs_the_tests_then_the_pinned_cli(pipeline_synth: PipelineSynth)
     spec = _buildspec(pipeline_synth, "PipelineBuildSynthCdkBuildProject")
     assert spec["phases"]["install"]["runtime-versions"] == {"python": "3.11", "nodejs": "20"}
     assert spec["phases"]["install"]["commands"][-1] == "npm ci --no-audit --no-fund"
-    assert spec["phases"]["build"]["commands"] == ["make test", "npx cdk synth -c deployMode=pipeline"]
+    assert spec["phases"]["build"]["commands"] == ["make check", "npx cdk synth -c deployMode=pipeline"]
+    # The same test command as CI's (.ci/run's last line) and the README's quick start.
+    ci = (REPO / ".ci" / "run").read_text().strip().splitlines()
+    assert ci[-1] == TEST_COMMAND == "make check"
+    assert f"\n{TEST_COMMAND}   #" in (REPO / "README.md").read_text()
     assert spec["artifacts"]["base-directory"] == "cdk.out"
     # npm ci installs the CLI pinned in package.json / package-lock.json (npx uses it, not `latest`).
     lock = json.loads((REPO / "package-lock.json").read_text())
@@ -94,7 +99,7 @@ def test_synth_runs_the_tests_then_the_pinned_cli(pipeline_synth: PipelineSynth)
                 {
                     "ComputeType": "BUILD_GENERAL1_LARGE",
                     "Image": "aws/codebuild/standard:7.0",
-                    "PrivilegedMode": True,  # Docker for the image tests in `make test`
+                    "PrivilegedMode": True,  # Docker for the image tests in `make check`
                     "EnvironmentVariables": Match.array_with(
                         [
                             {
