@@ -8,8 +8,8 @@ and security groups) that the AWS Load Balancer Controller created for the clust
 ``ClusterTeardown`` is a custom resource (Provider framework, Python handlers in ``lambda/teardown``) that
 on Delete of the whole stack:
 
-1. waits ``grace_period`` (default 10 min) for Karpenter and the LB controller to remove their own
-   resources, and completes as soon as nothing of the cluster is left;
+1. waits ``grace_period`` (default 10 min) for Karpenter (and the LB controller, where it still runs) to
+   remove their own resources, and completes as soon as nothing of the cluster is left;
 2. then terminates the instances Karpenter launched for THIS cluster (tags ``kubernetes.io/cluster/<name>
    =owned`` and ``karpenter.sh/nodepool``), deletes the load balancers and target groups the controller
    created for it (tag ``elbv2.k8s.aws/cluster=<name>``, in its VPC), revokes rules of other groups in
@@ -24,11 +24,12 @@ Timing: each poll is one short Lambda call (2 min timeout); the Provider framewo
 polls every ``query_interval`` (30 s) for up to ``total_timeout`` (30 min), beyond one Lambda's 15 minutes
 and below CloudFormation's one-hour limit for a custom resource (``ServiceTimeout`` is set to the total
 timeout plus 5 min). 10 min of grace is plenty for Karpenter to drain and terminate nodes that run no
-workload any more (the InferenceStack is deleted first); the remaining 20 min cover termination of GPU
+workload any more (the InferenceStack is deleted first); a pod that still blocks a drain (the NodePool
+allows 1 h) does not hold up a destroy longer than that. The remaining 20 min cover termination of GPU
 instances (minutes) and the release of NLB network interfaces (a few minutes after the NLB goes).
 
-Ordering on destroy (see ``AddonsStack``): the InferenceStack depends on this stack, so the workload and its
-Service are deleted before anything here. Within the AddonsStack, ``runs_after_deletion_of`` (the
+Ordering on destroy (see ``AddonsStack``): the InferenceStack depends on the AddonsStack, so the workload and
+its Service are deleted before anything here. Within the AddonsStack, ``runs_after_deletion_of`` (the
 NodePools) depend on this construct and are deleted before it runs; this construct depends on
 ``runs_before_deletion_of`` (Karpenter's controller release and its nodes' access entry), which are
 deleted after it: Karpenter still runs while this step waits. The cluster and the VPC live in the

@@ -503,6 +503,14 @@ def test_it_gives_up_with_a_reason_that_names_what_is_left(world: World) -> None
     assert "docs/runbook.md" in message
 
 
+def test_the_reason_stays_within_cloudformations_response_limit() -> None:
+    left = handler.Remaining(instances={f"i-{n:017x}": "running" for n in range(400)})
+    summary = left.summary()
+    assert len(summary) <= 1500 and summary.endswith(", ... (truncated)")
+    assert summary.startswith("instances i-00000000000000000 (running), i-00000000000000001 (running)")
+    assert handler.Remaining(load_balancers=["arn:1"]).summary() == "load balancers arn:1"
+
+
 def test_before_the_deadline_it_keeps_polling(world: World) -> None:
     class Sticky(Proxy):
         def __getattr__(self, name: str) -> Any:

@@ -127,7 +127,8 @@ class Remaining:
     def empty(self) -> bool:
         return not (self.instances or self.load_balancers or self.target_groups or self.security_groups)
 
-    def summary(self) -> str:
+    def summary(self, limit: int = 1500) -> str:
+        """One line for logs and the failure reason (CloudFormation takes at most 4 KB per response)."""
         parts = []
         if self.instances:
             parts.append("instances " + ", ".join(f"{i} ({s})" for i, s in sorted(self.instances.items())))
@@ -138,7 +139,8 @@ class Remaining:
         ):
             if items:
                 parts.append(f"{label} " + ", ".join(sorted(items)))
-        return "; ".join(parts) or "nothing"
+        text = "; ".join(parts) or "nothing"
+        return text if len(text) <= limit else text[: limit - 20].rsplit(",", 1)[0] + ", ... (truncated)"
 
 
 def _code(err: ClientError) -> str:
