@@ -541,6 +541,45 @@ def test_resources_someone_else_deleted_meanwhile_count_as_gone(world: World) ->
     assert [name for name, _ in elbv2.calls] == ["delete_load_balancer"]
 
 
+def test_a_load_balancer_deleted_between_listing_and_tagging_is_skipped(world: World) -> None:
+    class Racing(Proxy):
+        """The controller deletes the NLB right after DescribeLoadBalancers listed it."""
+
+        def __getattr__(self, name: str) -> Any:
+            if name != "describe_tags":
+                return super().__getattr__(name)
+
+            def describe_tags(ResourceArns: list[str]) -> Any:
+                if world.lb in ResourceArns:  # AWS answers LoadBalancerNotFound (moto still knows its tags)
+                    if world.lb in world.lbs():
+                        world.elbv2.delete_load_balancer(LoadBalancerArn=world.lb)
+                    raise client_error("LoadBalancerNotFound", "DescribeTags")
+                return self._client.describe_tags(ResourceArns=ResourceArns)
+
+            return describe_tags
+
+    cleanup = handler.ClusterCleanup(
+        world.ec2, Racing(world.elbv2, {}), cluster_name=CLUSTER, vpc_id=world.vpc
+    )
+    assert cleanup.load_balancers() == []  # ours is gone, the others are not this cluster's
+    assert cleanup.target_groups() == [world.tg]  # still read (the NLB's deletion leaves it)
+
+
+def test_throttling_defers_to_the_next_poll_until_the_deadline(world: World) -> None:
+    throttled = Proxy(world.ec2, {"terminate_instances": ["RequestLimitExceeded"]})
+    assert run(world, elapsed=GRACE, ec2=throttled) == {"IsComplete": False}
+
+    class Throttled(Proxy):
+        def __getattr__(self, name: str) -> Any:
+            if name == "get_paginator":
+                raise client_error("Throttling", "DescribeInstances")
+            return super().__getattr__(name)
+
+    assert run(world, elapsed=GRACE, ec2=Throttled(world.ec2, {})) == {"IsComplete": False}
+    with pytest.raises(ClientError, match="Throttling"):
+        run(world, elapsed=GIVE_UP, ec2=Throttled(world.ec2, {}))
+
+
 def test_idempotent_a_repeated_poll_after_completion_does_nothing(world: World) -> None:
     until_complete(world, elapsed=GRACE)
     ec2, elbv2 = Proxy(world.ec2, {}), Proxy(world.elbv2, {})

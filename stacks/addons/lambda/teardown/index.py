@@ -183,11 +183,27 @@ class ClusterCleanup:
     def _tagged_for_cluster(self, arns: list[str]) -> list[str]:
         tagged = []
         for chunk in _chunks(arns, 20):  # DescribeTags takes at most 20 ARNs
-            for desc in self.elbv2.describe_tags(ResourceArns=chunk)["TagDescriptions"]:
+            for desc in self._describe_tags(chunk):
                 tags = {t["Key"]: t["Value"] for t in desc.get("Tags", [])}
                 if tags.get(LB_CLUSTER_TAG) == self.cluster_name:
                     tagged.append(desc["ResourceArn"])
         return tagged
+
+    def _describe_tags(self, arns: list[str]) -> list[dict[str, Any]]:
+        """Tags of ``arns``; one deleted since it was listed (the controller is still at work) is skipped."""
+        try:
+            return list(self.elbv2.describe_tags(ResourceArns=arns)["TagDescriptions"])
+        except ClientError as err:
+            if _code(err) not in ALREADY_GONE:
+                raise
+        found = []
+        for arn in arns:  # one by one, to tell the gone from the rest
+            try:
+                found += self.elbv2.describe_tags(ResourceArns=[arn])["TagDescriptions"]
+            except ClientError as err:
+                if _code(err) not in ALREADY_GONE:
+                    raise
+        return found
 
     def load_balancers(self) -> list[str]:
         """ARNs of this cluster's load balancers (controller tag) in its VPC."""
@@ -364,7 +380,13 @@ def is_complete(
         cluster_name=settings.cluster_name,
         vpc_id=settings.vpc_id,
     )
-    left = cleanup.poll(act=act)
+    try:
+        left = cleanup.poll(act=act)
+    except ClientError as err:
+        if _code(err) not in RETRY_LATER or elapsed >= settings.give_up_after_s:
+            raise
+        LOG.info("poll interrupted (%s), next poll", _code(err))  # throttled: the next poll reads again
+        return {"IsComplete": False}
     LOG.info(
         json.dumps({"elapsedSeconds": elapsed, "acting": act, "left": left.summary(), "done": left.empty})
     )
