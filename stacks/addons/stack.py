@@ -2,7 +2,9 @@
 
 A separate stack (not part of ClusterStack): add-ons change far more often than the control plane,
 their Helm releases can be rolled back without touching the cluster, and ``cdk destroy`` removes them
-(and, through Karpenter's NodePools, every node Karpenter launched) before the cluster goes.
+(and, through Karpenter's NodePools, every node Karpenter launched) before the cluster goes. The
+``Teardown`` step (``teardown.py``) makes sure of it: on destroy it terminates what Karpenter left running
+and deletes the load balancers the LB controller left behind, before Karpenter's controller goes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from stacks.addons.keda import KedaAddon
 from stacks.addons.load_balancer_controller import LoadBalancerControllerAddon
 from stacks.addons.metrics import MetricsAddon
 from stacks.addons.nvidia import DcgmExporterAddon, NvidiaDevicePluginAddon
+from stacks.addons.teardown import ClusterTeardown
 
 
 def default_addons() -> list[ClusterAddon]:
@@ -119,3 +122,18 @@ class AddonsStack(Stack):
             self.addons[addon.name] = addon
             previous = construct
         self.installed = InstalledAddons.of(roots)
+
+        # Destroy-time cleanup of GPU instances and load balancers (teardown.py). On destroy it runs after
+        # the InferenceStack and Karpenter's NodePools are deleted, while Karpenter's controller still runs.
+        karpenter = self.addons.get(KarpenterAddon.name)
+        karpenter = karpenter if isinstance(karpenter, KarpenterAddon) else None
+        self.teardown = ClusterTeardown(
+            self,
+            "Teardown",
+            cluster_name=cluster_name,
+            vpc=vpc,
+            runs_after_deletion_of=[karpenter.node_pools] if karpenter else [],
+            runs_before_deletion_of=(
+                [karpenter.controller.chart, karpenter.node_role.access_entry] if karpenter else []
+            ),
+        )

@@ -292,6 +292,18 @@ def test_cdk_nag_is_clean_and_every_acknowledgement_has_a_reason(synthesized):
         ("/Addons/Karpenter/Interruption/Queue", "AwsSolutions-SQS3"),
         ("/Addons/Karpenter/NodeRole/Role", "AwsSolutions-IAM4"),
         ("/Addons/LoadBalancerController/Policy", "AwsSolutions-IAM5"),
+        # Destroy-time cleanup (teardown.py): its functions, tag-scoped ARNs, the Provider framework.
+        ("/Addons/Teardown", "NIST.800.53.R5-LambdaConcurrency"),
+        ("/Addons/Teardown", "NIST.800.53.R5-LambdaDLQ"),
+        ("/Addons/Teardown", "NIST.800.53.R5-LambdaInsideVPC"),
+        ("/Addons/Teardown/IsCompletePolicy", "AwsSolutions-IAM5"),
+        ("/Addons/Teardown/Logs", "NIST.800.53.R5-CloudWatchLogGroupEncrypted"),
+        ("/Addons/Teardown/Provider", "AwsSolutions-IAM4"),
+        ("/Addons/Teardown/Provider", "AwsSolutions-IAM5"),
+        ("/Addons/Teardown/Provider", "AwsSolutions-L1"),
+        ("/Addons/Teardown/Provider", "AwsSolutions-SF1"),
+        ("/Addons/Teardown/Provider", "AwsSolutions-SF2"),
+        ("/Addons/Teardown/Provider", "NIST.800.53.R5-IAMNoInlinePolicy"),
     ]
     assert all(len(a.reason) >= 80 for a in acks)
 
