@@ -16,7 +16,6 @@ import asyncio
 import codecs
 import ctypes
 import logging
-import secrets
 import threading
 import time
 from collections import deque
@@ -28,6 +27,7 @@ from typing import Any
 import llama_cpp
 
 from model_server import logs, metrics
+from model_server.sampling import SamplingParams, build_sampler
 
 log = logging.getLogger("model_server.engine")
 
@@ -46,21 +46,6 @@ class Draining(EngineError):
 
 class PromptTooLong(EngineError):
     """The prompt does not fit into the per-sequence context (HTTP 400)."""
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """Per-request sampling. temperature <= 0 means greedy (argmax). Defaults follow llama-cpp-python's."""
-
-    temperature: float = 0.8
-    top_p: float = 0.95
-    top_k: int = 40
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    frequency_penalty: float = 0.0
-    presence_penalty: float = 0.0
-    penalty_last_n: int = 64
-    seed: int | None = None
 
 
 @dataclass
@@ -91,6 +76,14 @@ class GenRequest:
 
     def cancel(self) -> None:
         self.cancelled.set()
+
+
+@dataclass(frozen=True)
+class Health:
+    """The engine's liveness: `ok` while its thread runs and llama.cpp has not failed."""
+
+    ok: bool
+    detail: str = ""
 
 
 class _Slot:
@@ -235,6 +228,14 @@ class Engine:
     def draining(self) -> bool:
         return self._draining
 
+    def health(self) -> Health:
+        """Liveness: an engine failure (or a dead engine thread once started) is unhealthy."""
+        if self._fatal:
+            return Health(False, self._fatal)
+        if self._thread is not None and not self._thread.is_alive() and not self._stop:
+            return Health(False, "engine thread stopped")
+        return Health(True)
+
     def stats(self) -> tuple[int, int]:
         """(active sequences, queued requests)."""
         with self._lock:
@@ -259,7 +260,6 @@ class Engine:
             if self._fatal:
                 raise EngineError(self._fatal)
             if self._inflight >= self.max_concurrency + self.max_queue:
-                metrics.REJECTED.labels(reason="overloaded").inc()
                 raise Overloaded(
                     f"all {self.max_concurrency} slots are busy and the queue ({self.max_queue}) is full"
                 )
@@ -306,32 +306,6 @@ class Engine:
         llama_cpp.llama_model_free(self.model)
 
     # ------------------------------------------------------------------ engine thread
-    def _make_sampler(self, p: SamplingParams) -> Any:
-        sparams = llama_cpp.llama_sampler_chain_default_params()
-        sparams.no_perf = True
-        chain = llama_cpp.llama_sampler_chain_init(sparams)
-        add = llama_cpp.llama_sampler_chain_add
-        if p.repeat_penalty != 1.0 or p.frequency_penalty != 0.0 or p.presence_penalty != 0.0:
-            add(
-                chain,
-                llama_cpp.llama_sampler_init_penalties(
-                    self.n_vocab, p.penalty_last_n, p.repeat_penalty, p.frequency_penalty, p.presence_penalty
-                ),
-            )
-        if p.temperature <= 0.0:
-            add(chain, llama_cpp.llama_sampler_init_greedy())
-            return chain
-        if p.top_k > 0:
-            add(chain, llama_cpp.llama_sampler_init_top_k(p.top_k))
-        if p.top_p < 1.0:
-            add(chain, llama_cpp.llama_sampler_init_top_p(p.top_p, 1))
-        if p.min_p > 0.0:
-            add(chain, llama_cpp.llama_sampler_init_min_p(p.min_p, 1))
-        add(chain, llama_cpp.llama_sampler_init_temp(p.temperature))
-        seed = p.seed if p.seed is not None else secrets.randbits(32)
-        add(chain, llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
-        return chain
-
     def _run(self) -> None:
         try:
             self._loop()
@@ -352,10 +326,7 @@ class Engine:
                 self._finish_unslotted(req)
                 continue
             seq_id = self._free_seq_ids.pop(0)
-            slot = _Slot(seq_id, req, self._make_sampler(req.sampling))
-            # The penalties sampler looks back over the prompt too (as llama-server does).
-            for tok in req.prompt_tokens[-max(req.sampling.penalty_last_n, 0) :]:
-                llama_cpp.llama_sampler_accept(slot.sampler, tok)
+            slot = _Slot(seq_id, req, build_sampler(req.sampling, self.n_vocab, req.prompt_tokens))
             self._slots[seq_id] = slot
             if req.record_metrics:
                 metrics.QUEUE_TIME.observe(slot.t_started - req.t_enqueued)
@@ -367,7 +338,6 @@ class Engine:
         req.emit(Event("done", finish_reason="cancelled", prompt_tokens=len(req.prompt_tokens)))
 
     def _loop(self) -> None:
-        batch = self.batch
         while True:
             with self._lock:
                 while not self._pending and not self._slots and not self._stop:
@@ -386,39 +356,11 @@ class Engine:
             slots = [s for s in slots if s.seq_id in self._slots]
             if not slots:
                 continue
-
-            # Build one batch: generating slots first (one token each), then prompt chunks.
-            n = 0
-            for slot in slots:
-                slot.batch_index = None
-                if slot.next_token is not None:
-                    self._batch_add(n, slot.next_token, slot.n_past, slot.seq_id, True)
-                    slot.batch_index = n
-                    slot.n_past += 1
-                    slot.next_token = None
-                    n += 1
-            n_prompt_tokens = 0
-            for slot in slots:
-                if not slot.prefilling or n >= self.n_batch:
-                    continue
-                prompt = slot.req.prompt_tokens
-                take = min(len(prompt) - slot.n_prompt_done, self.n_batch - n)
-                for i in range(take):
-                    pos = slot.n_prompt_done + i
-                    last = pos == len(prompt) - 1
-                    self._batch_add(n, prompt[pos], pos, slot.seq_id, last)
-                    if last:
-                        slot.batch_index = n
-                    n += 1
-                slot.n_prompt_done += take
-                slot.n_past += take
-                if slot.req.record_metrics:
-                    n_prompt_tokens += take
-            batch.n_tokens = n
+            n, n_prompt_tokens = self._build_batch(slots)
             if n == 0:
                 continue
-
-            rc = llama_cpp.llama_decode(self.ctx, batch)
+            self.batch.n_tokens = n
+            rc = llama_cpp.llama_decode(self.ctx, self.batch)
             metrics.DECODE_STEPS.inc()
             if rc != 0:
                 # 1 = no KV slot for the batch, 2 = aborted, <0 = error: fail the sequences of this step.
@@ -428,13 +370,48 @@ class Engine:
                 continue
             if n_prompt_tokens:
                 metrics.PROMPT_TOKENS.inc(n_prompt_tokens)
+            self._sample(slots)
 
-            now = time.perf_counter()
-            for slot in slots:
-                if slot.batch_index is None:
-                    continue
-                tok = llama_cpp.llama_sampler_sample(slot.sampler, self.ctx, slot.batch_index)
-                self._on_token(slot, tok, now)
+    def _build_batch(self, slots: list[_Slot]) -> tuple[int, int]:
+        """Fill the batch: one token per generating slot first, then prompt chunks up to n_batch.
+
+        Returns (tokens in the batch, prompt tokens counted in the metrics)."""
+        n = 0
+        for slot in slots:
+            slot.batch_index = None
+            if slot.next_token is not None:
+                self._batch_add(n, slot.next_token, slot.n_past, slot.seq_id, True)
+                slot.batch_index = n
+                slot.n_past += 1
+                slot.next_token = None
+                n += 1
+        n_prompt_tokens = 0
+        for slot in slots:
+            if not slot.prefilling or n >= self.n_batch:
+                continue
+            prompt = slot.req.prompt_tokens
+            take = min(len(prompt) - slot.n_prompt_done, self.n_batch - n)
+            for i in range(take):
+                pos = slot.n_prompt_done + i
+                last = pos == len(prompt) - 1
+                self._batch_add(n, prompt[pos], pos, slot.seq_id, last)
+                if last:
+                    slot.batch_index = n
+                n += 1
+            slot.n_prompt_done += take
+            slot.n_past += take
+            if slot.req.record_metrics:
+                n_prompt_tokens += take
+        return n, n_prompt_tokens
+
+    def _sample(self, slots: list[_Slot]) -> None:
+        """Sample the next token of every slot whose logits the last decode produced."""
+        now = time.perf_counter()
+        for slot in slots:
+            if slot.batch_index is None:
+                continue
+            tok = llama_cpp.llama_sampler_sample(slot.sampler, self.ctx, slot.batch_index)
+            self._on_token(slot, tok, now)
 
     def _batch_add(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
         b = self.batch
