@@ -2,8 +2,8 @@
 
 Thin by design: each route validates its body (`model_server.protocol`), calls the serving layer
 (`model_server.serving`) and adapts the result to HTTP (JSON, or SSE for `stream: true`). Errors are JSON in
-OpenAI's shape (`model_server.errors`); request ids, the body limit and the access log are ASGI middleware
-(`model_server.middleware`).
+OpenAI's shape (`model_server.errors`); request ids, the body limit and timeouts and the access log are the
+edge's (`model_server.middleware`). /openapi.json documents every status and content type served.
 """
 
 from __future__ import annotations
@@ -14,15 +14,24 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp
 
 from model_server import metrics
 from model_server.engine import Engine
 from model_server.errors import ApiError, install_handlers
 from model_server.middleware import EdgeMiddleware
-from model_server.protocol import ChatRequest, CompletionRequest, PredictRequest
+from model_server.protocol import (
+    ChatCompletion,
+    ChatRequest,
+    Completion,
+    CompletionRequest,
+    ErrorResponse,
+    ModelList,
+    PredictRequest,
+    PredictResponse,
+    Status,
+)
 from model_server.serving import ChunkStream, Serving
 from model_server.settings import Settings
 
@@ -37,6 +46,59 @@ class State:
         self.model_id = self.serving.model_id
         self.api_key = settings.resolved_api_key()
         self.ready = False
+
+
+class HttpClient:
+    """The serving layer's view of an HTTP connection: the ASGI `http.disconnect` message."""
+
+    def __init__(self, request: Request) -> None:
+        self._receive = request.receive
+
+    async def wait_disconnected(self) -> None:
+        # The body has been read: the server's receive() now returns only when the client is gone.
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+
+
+# --------------------------------------------------------------------------- OpenAPI documentation
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorResponse, "description": description}
+
+
+_GENERATION_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _error(
+        "Invalid request: malformed JSON, wrong types (booleans are not numbers), out-of-range values, "
+        "invalid Unicode, unsupported parameters (named), too many messages, a prompt over the context."
+    ),
+    401: _error("API key configured and the Authorization: Bearer token missing or wrong."),
+    408: _error("Headers or body not received within MODEL_SERVER_HEADER/BODY_TIMEOUT_S."),
+    413: _error("Request body over MODEL_SERVER_MAX_BODY_BYTES."),
+    429: _error("All slots busy and the queue full; retry after Retry-After seconds."),
+    500: _error("Engine failure."),
+    503: _error(
+        "Draining after SIGTERM (code draining), or cut off by the drain timeout (code drain_timeout); "
+        "retry after Retry-After seconds."
+    ),
+}
+_SSE = {
+    "text/event-stream": {
+        # OpenAPI 3.1 without itemSchema: `schema` describes one server-sent event.
+        "schema": {
+            "type": "object",
+            "required": ["data"],
+            "properties": {
+                "data": {
+                    "type": "string",
+                    "description": "A chunk as JSON (the non-streaming object's shape, with `delta` for chat "
+                    "and a `usage` chunk last when stream_options.include_usage), or `[DONE]` last. An error "
+                    "after the stream started (drain timeout, engine failure) is an OpenAI error object "
+                    "before `[DONE]`.",
+                },
+                "event": {"type": "string", "enum": ["message"]},
+            },
+        }
+    }
+}
 
 
 def _sse(obj: Any) -> bytes:
@@ -60,7 +122,7 @@ def _respond(result: dict[str, Any] | ChunkStream) -> Any:
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    return result
+    return JSONResponse(result)
 
 
 def create_app(settings: Settings, engine: Engine) -> FastAPI:
@@ -94,14 +156,28 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     auth = [Depends(require_key)]
 
     # ------------------------------------------------------------------ probes & metrics
-    @app.get("/healthz", tags=["ops"], summary="Liveness: the process and its engine thread are alive.")
+    @app.api_route(
+        "/healthz",
+        methods=["GET", "HEAD"],
+        tags=["ops"],
+        summary="Liveness: the process and its engine thread are alive.",
+        response_model=Status,
+        responses={500: {"model": Status, "description": "The engine failed."}},
+    )
     async def healthz() -> JSONResponse:
         health = engine.health()
         if not health.ok:
             return JSONResponse({"status": "error", "detail": health.detail}, 500)
         return JSONResponse({"status": "ok"})
 
-    @app.get("/readyz", tags=["ops"], summary="Readiness: model loaded and warmed up, not draining.")
+    @app.api_route(
+        "/readyz",
+        methods=["GET", "HEAD"],
+        tags=["ops"],
+        summary="Readiness: model loaded and warmed up, not draining.",
+        response_model=Status,
+        responses={503: {"model": Status, "description": "Loading, draining or failed."}},
+    )
     async def readyz() -> JSONResponse:
         if engine.draining:
             return JSONResponse({"status": "draining"}, 503)
@@ -111,30 +187,83 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
         active, queued = engine.stats()
         return JSONResponse({"status": "ready", "active": active, "queued": queued})
 
-    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics.", response_class=PlainTextResponse)
-    async def prom() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        summary="Prometheus metrics (classic text format 0.0.4).",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
+    async def prom() -> Response:
+        return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)
 
-    @app.get("/v1/models", tags=["openai"], dependencies=auth)
-    async def models() -> dict[str, Any]:
-        return serving.models()
+    @app.get(
+        "/v1/models",
+        tags=["openai"],
+        dependencies=auth,
+        response_model=ModelList,
+        responses={401: _GENERATION_ERRORS[401]},
+    )
+    async def models() -> JSONResponse:
+        return JSONResponse(serving.models())
 
     # ------------------------------------------------------------------ generation
-    @app.post("/predict", tags=["seed"], dependencies=auth, summary="The original chapter-2 endpoint.")
-    async def predict(body: PredictRequest, request: Request) -> dict[str, Any]:
-        return await serving.predict(body, request)
+    @app.post(
+        "/predict",
+        tags=["seed"],
+        dependencies=auth,
+        summary="The original chapter-2 endpoint.",
+        response_model=PredictResponse,
+        responses=_GENERATION_ERRORS,
+    )
+    async def predict(body: PredictRequest, request: Request) -> JSONResponse:
+        return JSONResponse(await serving.predict(body, HttpClient(request)))
 
-    @app.post("/v1/completions", tags=["openai"], dependencies=auth, response_model=None)
+    @app.post(
+        "/v1/completions",
+        tags=["openai"],
+        dependencies=auth,
+        response_model=Completion,
+        responses={200: {"content": _SSE}, **_GENERATION_ERRORS},
+    )
     async def completions(body: CompletionRequest, request: Request) -> Any:
-        return _respond(await serving.completions(body, request))
+        return _respond(await serving.completions(body, HttpClient(request)))
 
-    @app.post("/v1/chat/completions", tags=["openai"], dependencies=auth, response_model=None)
     async def chat_completions(body: ChatRequest, request: Request) -> Any:
-        return _respond(await serving.chat(body, request))
+        return _respond(await serving.chat(body, HttpClient(request)))
 
+    # The body's schema carries MODEL_SERVER_MAX_MESSAGES (set here: annotations are strings).
+    chat_completions.__annotations__["body"] = ChatRequest.limited(settings.max_messages)
+    app.post(
+        "/v1/chat/completions",
+        tags=["openai"],
+        dependencies=auth,
+        response_model=ChatCompletion,
+        responses={200: {"content": _SSE}, **_GENERATION_ERRORS},
+    )(chat_completions)
+
+    _document_400_not_422(app)
     return app
+
+
+def _document_400_not_422(app: FastAPI) -> None:
+    """FastAPI documents 422 for every validated body; this server answers 400 (as OpenAI does)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    operation.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def wrap(app: FastAPI, settings: Settings) -> ASGIApp:
     """The ASGI app uvicorn serves: the edge middleware around the FastAPI app."""
-    return EdgeMiddleware(app, settings.max_body_bytes)
+    return EdgeMiddleware(app, settings.max_body_bytes, settings.body_timeout_s)

@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from model_server.protocol import UNSUPPORTED
+
 log = logging.getLogger("model_server.api")
 
 
@@ -42,17 +44,79 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
+_BASIC_TAGS = frozenset({"str", "int", "float", "bool", "none", "list", "dict"})
+
+
+def _is_tag(part: int | str) -> bool:
+    """A union member's tag in a pydantic error location ("list[...]", "function-after[...]", "TextPart")."""
+    return isinstance(part, str) and ("[" in part or "-" in part or part[:1].isupper() or part in _BASIC_TAGS)
+
+
+def _param(loc: tuple[int | str, ...]) -> str:
+    """A parameter's dotted path from a pydantic error location (without "body" and union tags)."""
+    return ".".join(str(p) for p in loc if p != "body" and not _is_tag(p))
+
+
+def _best(errors: list[Any]) -> dict[str, Any]:
+    """The most telling error: a union yields one error per member, and a type mismatch of a member the
+    input was never meant for ("Input should be a valid string" for a list) says least."""
+    for err in errors:
+        if not str(err.get("type", "")).endswith("_type"):
+            return dict(err)
+    return dict(errors[0]) if errors else {}
+
+
 def validation_error(exc: RequestValidationError) -> ApiError:
-    """The first validation error as a 400 naming the parameter (OpenAI answers 400, not 422)."""
-    errors = exc.errors()
-    first = errors[0] if errors else {}
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    param = ".".join(loc) or None
+    """A 400 naming the parameter (OpenAI answers 400, not 422). Unknown and unimplemented parameters
+    are all named in one message (code `unsupported_parameter`); otherwise the most telling error."""
+    errors = list(exc.errors())
+    unsupported: list[str] = []
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        if err.get("type") == "extra_forbidden":
+            name = _param(loc)
+        elif loc[:1] == ("body",) and len(loc) > 1 and loc[1] in UNSUPPORTED:
+            name = str(loc[1])
+        else:
+            continue
+        if name not in unsupported:
+            unsupported.append(name)
+    if unsupported:
+        return ApiError(
+            400,
+            f"unsupported parameter(s): {', '.join(unsupported)}: not implemented by this server "
+            "(omit them; GET /openapi.json lists what each endpoint accepts)",
+            param=unsupported[0],
+            code="unsupported_parameter",
+        )
+    first = _best(errors)
+    param = _param(tuple(first.get("loc", ()))) or None
     if first.get("type") == "json_invalid":
         message = "request body is not valid JSON"
+    elif first.get("type") == "too_long" and param == "messages":
+        first["type"] = "too_many_messages"
+        ctx = first.get("ctx", {})
+        message = (
+            f"messages: {ctx.get('actual_length')} messages; at most {ctx.get('max_length')} per request "
+            "(MODEL_SERVER_MAX_MESSAGES)"
+        )
+    elif first.get("type") == "string_unicode":  # pydantic-core refuses lone surrogates ("\udfff")
+        first["type"] = "invalid_unicode"
+        message = f"{param}: contains a lone UTF-16 surrogate (like \\udfff): not valid Unicode text"
     else:
         message = f"{param or 'body'}: {first.get('msg', 'invalid value')}"
     return ApiError(400, message, param=param, code=first.get("type"))
+
+
+def log_rejection(err: ApiError) -> None:
+    """One log line per refused request (no user text): status, code and parameter."""
+    if err.status >= 500:
+        log.error("request failed", extra={"status": err.status, "code": err.code, "error": err.message})
+    else:
+        log.info(
+            "request rejected",
+            extra={"status": err.status, "code": err.code, "param": err.param, "error": err.message},
+        )
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -60,11 +124,13 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        log_rejection(exc)
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         err = validation_error(exc)
+        log_rejection(err)
         return JSONResponse(err.body(), status_code=err.status)
 
     @app.exception_handler(StarletteHTTPException)

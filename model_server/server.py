@@ -13,6 +13,7 @@ import uvicorn
 from model_server import logs
 from model_server.api import create_app, wrap
 from model_server.engine import Engine
+from model_server.middleware import header_timeout_protocol
 from model_server.settings import Settings
 
 log = logging.getLogger("model_server")
@@ -81,6 +82,7 @@ def serve(settings: Settings) -> int:
         wrap(app, settings),
         host=settings.host,
         port=settings.port,
+        http=header_timeout_protocol(settings.header_timeout_s),
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
@@ -108,6 +110,7 @@ def serve(settings: Settings) -> int:
     try:
         asyncio.run(main())
     finally:
+        app.state.ms.serving.close()
         engine.stop()
         engine.close()
     log.info("stopped")

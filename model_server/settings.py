@@ -85,8 +85,18 @@ class Settings(BaseSettings):
     default_max_tokens: int = Field(
         1000, ge=1, description="max_tokens when a request gives none (seed: 1000); capped by the limit."
     )
+    default_repeat_penalty: float = Field(
+        1.0,
+        gt=0.0,
+        le=10.0,
+        description="repeat_penalty when a request gives none (1.0 = off; `make serve` uses 1.1 on the "
+        "embedded model, which loops without it).",
+    )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest accepted request body; beyond -> 413."
+    )
+    max_messages: int = Field(
+        512, ge=1, le=100_000, description="Most messages in one chat request; beyond -> 400."
     )
 
     # --- HTTP / operations -----------------------------------------------------------------------------
@@ -94,6 +104,12 @@ class Settings(BaseSettings):
         "0.0.0.0", description="Listen address (container default; `make serve` uses 127.0.0.1)."
     )
     port: int = Field(5000, ge=1, le=65535, description="Listen port.")
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=3600, description="A request's headers must arrive within this (else 408, closed)."
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="A request's body must arrive within this after its headers (408)."
+    )
     api_key: SecretStr | None = Field(None, description="Bearer token required on the API (not on probes).")
     api_key_file: Path | None = Field(None, description="File holding the bearer token (mounted secret).")
     drain_timeout_s: float = Field(30.0, ge=0, le=3600, description="SIGTERM: time to finish in-flight work.")

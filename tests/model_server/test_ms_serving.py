@@ -19,19 +19,19 @@ class Connected:
     """A client that stays connected until `leave()`."""
 
     def __init__(self) -> None:
-        self.gone = False
+        self.gone = asyncio.Event()
 
-    async def is_disconnected(self) -> bool:
-        return self.gone
+    async def wait_disconnected(self) -> None:
+        await self.gone.wait()
 
     def leave(self) -> None:
-        self.gone = True
+        self.gone.set()
 
 
 @pytest.fixture(scope="module")
 def serving(tiny_gguf: Path) -> Iterator[Serving]:
     settings = Settings(
-        model_path=tiny_gguf, n_ctx=256, max_concurrency=2, max_queue=1, default_max_tokens=7, n_threads=1
+        model_path=tiny_gguf, n_ctx=2048, max_concurrency=2, max_queue=1, default_max_tokens=7, n_threads=1
     )
     engine = Engine(
         tiny_gguf,
@@ -84,5 +84,71 @@ def test_chat_stream_without_http(serving):
 
 def test_errors_are_api_errors(serving):
     with pytest.raises(ApiError) as exc:
-        asyncio.run(serving.completions(CompletionRequest(prompt="x" * 2000), Connected()))
+        asyncio.run(serving.completions(CompletionRequest(prompt="x" * 5000), Connected()))
     assert exc.value.status == 400 and exc.value.code == "context_length_exceeded"
+
+
+def _cancelled(reason: str) -> float:
+    from model_server import metrics
+
+    return (
+        metrics.REGISTRY.get_sample_value("model_server_cancelled_requests_total", {"reason": reason}) or 0.0
+    )
+
+
+def test_drain_cut_off_is_an_error_and_counted(serving):
+    """A request cut off by the drain timeout: 503 (non-streaming), an error chunk (streaming), counted."""
+    before = _cancelled("drain_timeout")
+    long = {"prompt": "drain", "max_tokens": 2000, "temperature": 0}
+
+    async def run() -> tuple[ApiError, list[dict]]:
+        plain = asyncio.create_task(serving.completions(CompletionRequest(**long), Connected()))
+        stream = await serving.completions(CompletionRequest(**long, stream=True), Connected())
+        assert isinstance(stream, ChunkStream)
+        chunks = [await anext(aiter(stream))]  # generating
+        serving.engine.cancel_all()  # what the drain timeout does
+        chunks += [chunk async for chunk in stream]
+        with pytest.raises(ApiError) as exc:
+            await plain
+        return exc.value, chunks
+
+    err, chunks = asyncio.run(run())
+    assert err.status == 503 and err.code == "drain_timeout" and "Retry-After" in err.headers
+    assert chunks[-1]["error"]["code"] == "drain_timeout"
+    assert not any(c.get("choices") and c["choices"][0]["finish_reason"] for c in chunks)
+    assert _cancelled("drain_timeout") == before + 2
+
+
+def test_a_queued_client_that_leaves_frees_its_place_at_once(serving):
+    before = _cancelled("client_disconnected")
+    body = {"prompt": "busy", "max_tokens": 2000, "temperature": 0}
+
+    async def run() -> None:
+        busy = [Connected(), Connected()]
+        tasks = [asyncio.create_task(serving.completions(CompletionRequest(**body), c)) for c in busy]
+        while serving.engine.stats()[0] < 2:
+            await asyncio.sleep(0.01)
+        waiting = Connected()
+        queued = asyncio.create_task(serving.completions(CompletionRequest(**body), waiting))
+        while serving.engine.stats()[1] < 1:
+            await asyncio.sleep(0.01)
+        with pytest.raises(ApiError) as full:  # 2 slots + a queue of 1: full
+            await serving.completions(CompletionRequest(**body), Connected())
+        assert full.value.status == 429
+        waiting.leave()
+        for _ in range(50):
+            if serving.engine.stats()[1] == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert serving.engine.stats() == (2, 0)  # dropped from the queue while both slots still run
+        with pytest.raises(ApiError) as gone:
+            await queued
+        assert gone.value.status == 499
+        for c in busy:
+            c.leave()
+        for t in tasks:
+            with pytest.raises(ApiError):
+                await t
+
+    asyncio.run(run())
+    assert _cancelled("client_disconnected") == before + 3
