@@ -640,4 +640,7 @@ class AsyncStream:
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
 
     def emit(self, ev: Event) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, ev)
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, ev)
+        except RuntimeError:  # the event loop is closed (process shutdown): nobody is listening any more
+            pass
