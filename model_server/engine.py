@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import ctypes
 import logging
 import threading
@@ -640,7 +641,6 @@ class AsyncStream:
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
 
     def emit(self, ev: Event) -> None:
-        try:
+        # RuntimeError: the event loop is closed (process shutdown), nobody is listening any more.
+        with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(self.queue.put_nowait, ev)
-        except RuntimeError:  # the event loop is closed (process shutdown): nobody is listening any more
-            pass

@@ -27,7 +27,7 @@ sleep 1.5
 echo "  [ 55%] Building CXX object vendor/llama.cpp/src/CMakeFiles/llama.dir/llama-vocab.cpp.o"
 sleep 1.5
 # ninja -v (scikit-build-core's generator): the whole compiler command line
-echo "  [212/340] /usr/bin/c++ -DGGML_BUILD -O3 -o src/llama-model.cpp.o -c /tmp/pip-x/vendor/llama.cpp/src/llama-model.cpp"
+echo "  [212/340] /usr/bin/c++ -DGGML_BUILD -O3 -c /tmp/pip-x/vendor/llama.cpp/src/llama-model.cpp"
 sleep 1.5
 touch "$dir/llama_cpp_python-0.3.36-cp311-cp311-linux_x86_64.whl"
 """
