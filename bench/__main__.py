@@ -8,6 +8,9 @@ Targets (each started as a subprocess on 127.0.0.1 and stopped afterwards):
 Each client sends `--requests` sequential streaming /v1/completions requests (temperature 0, max_tokens 128,
 distinct prompts). Output tokens are counted as content chunks (every server streams one token per chunk).
 Every loop is bounded by count and by `--deadline-s`. Results go to stdout as a markdown table and JSON.
+
+`--scenario overload` measures ours saturated instead: 429 latency and /healthz latency under heavy
+prompts (bench/overload.py).
 """
 
 from __future__ import annotations
@@ -203,8 +206,29 @@ def main() -> int:
     p.add_argument("--model", type=Path, default=None)
     p.add_argument("--deadline-s", type=float, default=300, help="per level: no new request after this")
     p.add_argument("--out", type=Path, default=REPO / "bench/.build/results.json")
+    p.add_argument("--scenario", choices=("throughput", "overload"), default="throughput")
+    p.add_argument("--overload-requests", type=int, default=200, help="overload: requests per measurement")
+    p.add_argument("--overload-clients", type=int, default=16, help="overload: concurrent clients")
     args = p.parse_args()
     model = args.model or embedded_model_path()
+    if args.scenario == "overload":
+        from bench import overload
+
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        log = args.out.parent / "overload.log"
+        port = free_port()
+        rows = overload.main(
+            start_target,
+            model,
+            port,
+            args.threads,
+            args.n_ctx,
+            log,
+            args.overload_requests,
+            args.overload_clients,
+        )
+        args.out.with_name("overload.json").write_text(json.dumps(rows, indent=2))
+        return 0
     levels = [int(x) for x in args.concurrency.split(",")]
     slots = max(levels)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,10 @@ numerics do not depend on its neighbours), decoded together with the others in o
 token per generating slot plus prompt chunks of newly admitted slots, up to `n_batch` tokens. A finished or
 cancelled sequence is removed from the KV cache at once and its slot is reused.
 
+Admission is two-phase so that a refusal costs nothing: `reserve()` takes a place (or raises Overloaded /
+Draining at once) before the caller spends CPU on the prompt, then `Reservation.submit()` queues the
+tokenized request. A queued request whose client left is removed from the queue at once (`cancel`).
+
 Events go back to the event loop with `loop.call_soon_threadsafe`; the engine never blocks on a client.
 """
 
@@ -14,9 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import ctypes
 import logging
-import secrets
 import threading
 import time
 from collections import deque
@@ -28,6 +32,7 @@ from typing import Any
 import llama_cpp
 
 from model_server import logs, metrics
+from model_server.sampling import SamplingParams, build_sampler
 
 log = logging.getLogger("model_server.engine")
 
@@ -48,19 +53,9 @@ class PromptTooLong(EngineError):
     """The prompt does not fit into the per-sequence context (HTTP 400)."""
 
 
-@dataclass(frozen=True)
-class SamplingParams:
-    """Per-request sampling. temperature <= 0 means greedy (argmax). Defaults follow llama-cpp-python's."""
-
-    temperature: float = 0.8
-    top_p: float = 0.95
-    top_k: int = 40
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    frequency_penalty: float = 0.0
-    presence_penalty: float = 0.0
-    penalty_last_n: int = 64
-    seed: int | None = None
+#: Why a request was cancelled (label of model_server_cancelled_requests_total).
+CLIENT_DISCONNECTED = "client_disconnected"
+DRAIN_TIMEOUT = "drain_timeout"
 
 
 @dataclass
@@ -73,6 +68,7 @@ class Event:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     message: str = ""
+    code: str | None = None  # errors: "drain_timeout" (cut off by the shutdown) or None (engine failure)
 
 
 @dataclass(eq=False)
@@ -85,12 +81,25 @@ class GenRequest:
     sampling: SamplingParams
     stop: list[str]
     emit: Callable[[Event], None]
+    completion_id: str = ""  # the id the client sees (unique per completion); request_id is for logs
     t_enqueued: float = field(default_factory=time.perf_counter)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    cancel_reason: str | None = None
     record_metrics: bool = True  # False for the warm-up request
 
-    def cancel(self) -> None:
-        self.cancelled.set()
+    def cancel(self, reason: str = CLIENT_DISCONNECTED) -> None:
+        """Flag the request; the engine ends it at its next step (`Engine.cancel` also dequeues it)."""
+        if not self.cancelled.is_set():
+            self.cancel_reason = reason
+            self.cancelled.set()
+
+
+@dataclass(frozen=True)
+class Health:
+    """The engine's liveness: `ok` while its thread runs and llama.cpp has not failed."""
+
+    ok: bool
+    detail: str = ""
 
 
 class _Slot:
@@ -235,6 +244,14 @@ class Engine:
     def draining(self) -> bool:
         return self._draining
 
+    def health(self) -> Health:
+        """Liveness: an engine failure (or a dead engine thread once started) is unhealthy."""
+        if self._fatal:
+            return Health(False, self._fatal)
+        if self._thread is not None and not self._thread.is_alive() and not self._stop:
+            return Health(False, "engine thread stopped")
+        return Health(True)
+
     def stats(self) -> tuple[int, int]:
         """(active sequences, queued requests)."""
         with self._lock:
@@ -244,38 +261,75 @@ class Engine:
         with self._lock:
             return self._inflight
 
-    def submit(self, req: GenRequest) -> None:
-        """Queue a request or raise Overloaded/Draining/PromptTooLong at once; never waits."""
-        if len(req.prompt_tokens) == 0:
-            raise PromptTooLong("the prompt is empty after tokenization")
-        if len(req.prompt_tokens) >= self.n_ctx_seq:
-            raise PromptTooLong(
-                f"the prompt has {len(req.prompt_tokens)} tokens; the context holds {self.n_ctx_seq} tokens "
-                f"per request (MODEL_SERVER_N_CTX), leaving no room for output"
-            )
+    def reserve(self) -> Reservation:
+        """Take a place among the accepted requests, or raise Overloaded/Draining at once; never waits.
+
+        Cheap on purpose: callers reserve before they render or tokenize a prompt."""
         with self._lock:
             if self._draining:
                 raise Draining("the server is shutting down")
             if self._fatal:
                 raise EngineError(self._fatal)
             if self._inflight >= self.max_concurrency + self.max_queue:
-                metrics.REJECTED.labels(reason="overloaded").inc()
                 raise Overloaded(
                     f"all {self.max_concurrency} slots are busy and the queue ({self.max_queue}) is full"
                 )
             self._inflight += 1
+        return Reservation(self)
+
+    def submit(self, req: GenRequest) -> None:
+        """Reserve and queue in one call (warm-up, tests); raises like `reserve` and `Reservation.submit`."""
+        reservation = self.reserve()
+        try:
+            reservation.submit(req)
+        finally:
+            reservation.release()
+
+    def check_prompt(self, n_tokens: int) -> None:
+        """Raise PromptTooLong unless a prompt of n_tokens leaves room for output in one slot."""
+        if n_tokens == 0:
+            raise PromptTooLong("the prompt is empty after tokenization")
+        if n_tokens >= self.n_ctx_seq:
+            raise PromptTooLong(
+                f"the prompt has {n_tokens} tokens; the context holds {self.n_ctx_seq} tokens "
+                f"per request (MODEL_SERVER_N_CTX), leaving no room for output"
+            )
+
+    def _enqueue(self, req: GenRequest) -> None:
+        """Queue a reserved request (its place is already counted in _inflight)."""
+        with self._lock:
+            if self._fatal:
+                raise EngineError(self._fatal)
             self._pending.append(req)
             metrics.REQUESTS_DEFERRED.set(len(self._pending))
             self._lock.notify()
 
-    def cancel_all(self) -> None:
-        """Cancel every accepted request (drain timeout): each ends with finish_reason "cancelled"."""
+    def _unreserve(self) -> None:
         with self._lock:
-            for req in self._pending:
-                req.cancel()
-            for slot in self._slots.values():
-                slot.req.cancel()
-            self._lock.notify()
+            self._inflight -= 1
+
+    def cancel(self, req: GenRequest, reason: str = CLIENT_DISCONNECTED) -> None:
+        """End a request early (any thread). A queued one leaves the queue now, freeing its place and the
+        llamacpp:requests_deferred gauge at once; a generating one is released at the next engine step."""
+        req.cancel(reason)
+        with self._lock:
+            try:
+                self._pending.remove(req)
+            except ValueError:
+                if not self._stop:
+                    self._lock.notify()
+                return
+            self._inflight -= 1
+            metrics.REQUESTS_DEFERRED.set(len(self._pending))
+        self._emit_cancelled(req, 0)
+
+    def cancel_all(self, reason: str = DRAIN_TIMEOUT) -> None:
+        """Cancel every accepted request (drain timeout): each ends with an error event (code: reason)."""
+        with self._lock:
+            pending = list(self._pending)
+            active = [slot.req for slot in self._slots.values()]
+        for req in pending + active:
+            self.cancel(req, reason)
 
     def start_draining(self) -> None:
         with self._lock:
@@ -287,12 +341,9 @@ class Engine:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        self.cancel_all(DRAIN_TIMEOUT)
         with self._lock:
             self._stop = True
-            for req in self._pending:
-                req.cancel()
-            for slot in self._slots.values():
-                slot.req.cancel()
             self._lock.notify()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -306,32 +357,6 @@ class Engine:
         llama_cpp.llama_model_free(self.model)
 
     # ------------------------------------------------------------------ engine thread
-    def _make_sampler(self, p: SamplingParams) -> Any:
-        sparams = llama_cpp.llama_sampler_chain_default_params()
-        sparams.no_perf = True
-        chain = llama_cpp.llama_sampler_chain_init(sparams)
-        add = llama_cpp.llama_sampler_chain_add
-        if p.repeat_penalty != 1.0 or p.frequency_penalty != 0.0 or p.presence_penalty != 0.0:
-            add(
-                chain,
-                llama_cpp.llama_sampler_init_penalties(
-                    self.n_vocab, p.penalty_last_n, p.repeat_penalty, p.frequency_penalty, p.presence_penalty
-                ),
-            )
-        if p.temperature <= 0.0:
-            add(chain, llama_cpp.llama_sampler_init_greedy())
-            return chain
-        if p.top_k > 0:
-            add(chain, llama_cpp.llama_sampler_init_top_k(p.top_k))
-        if p.top_p < 1.0:
-            add(chain, llama_cpp.llama_sampler_init_top_p(p.top_p, 1))
-        if p.min_p > 0.0:
-            add(chain, llama_cpp.llama_sampler_init_min_p(p.min_p, 1))
-        add(chain, llama_cpp.llama_sampler_init_temp(p.temperature))
-        seed = p.seed if p.seed is not None else secrets.randbits(32)
-        add(chain, llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
-        return chain
-
     def _run(self) -> None:
         try:
             self._loop()
@@ -343,6 +368,8 @@ class Engine:
                 self._pending.clear()
             for req in victims:
                 req.emit(Event("error", message="internal engine error"))
+            metrics.REQUESTS_DEFERRED.set(0)
+            metrics.REQUESTS_PROCESSING.set(0)
 
     def _admit(self) -> None:
         """Move queued requests into free slots (engine thread, lock held)."""
@@ -352,10 +379,7 @@ class Engine:
                 self._finish_unslotted(req)
                 continue
             seq_id = self._free_seq_ids.pop(0)
-            slot = _Slot(seq_id, req, self._make_sampler(req.sampling))
-            # The penalties sampler looks back over the prompt too (as llama-server does).
-            for tok in req.prompt_tokens[-max(req.sampling.penalty_last_n, 0) :]:
-                llama_cpp.llama_sampler_accept(slot.sampler, tok)
+            slot = _Slot(seq_id, req, build_sampler(req.sampling, self.n_vocab, req.prompt_tokens))
             self._slots[seq_id] = slot
             if req.record_metrics:
                 metrics.QUEUE_TIME.observe(slot.t_started - req.t_enqueued)
@@ -364,10 +388,35 @@ class Engine:
 
     def _finish_unslotted(self, req: GenRequest) -> None:
         self._inflight -= 1
-        req.emit(Event("done", finish_reason="cancelled", prompt_tokens=len(req.prompt_tokens)))
+        self._emit_cancelled(req, 0)
+
+    def _emit_cancelled(self, req: GenRequest, n_generated: int) -> None:
+        """Tell a cancelled request's consumer; a drain cut-off is an error the client must see."""
+        reason = req.cancel_reason or CLIENT_DISCONNECTED
+        if req.record_metrics:
+            metrics.CANCELLED.labels(reason=reason).inc()
+        if reason == DRAIN_TIMEOUT:
+            req.emit(
+                Event(
+                    "error",
+                    message="the server shut down before this request finished "
+                    "(MODEL_SERVER_DRAIN_TIMEOUT_S ran out); retry it",
+                    code=DRAIN_TIMEOUT,
+                    prompt_tokens=len(req.prompt_tokens),
+                    completion_tokens=n_generated,
+                )
+            )
+            return
+        req.emit(
+            Event(
+                "done",
+                finish_reason="cancelled",
+                prompt_tokens=len(req.prompt_tokens),
+                completion_tokens=n_generated,
+            )
+        )
 
     def _loop(self) -> None:
-        batch = self.batch
         while True:
             with self._lock:
                 while not self._pending and not self._slots and not self._stop:
@@ -376,7 +425,7 @@ class Engine:
                     return
                 if self._stop:
                     for req in self._pending:
-                        req.cancel()
+                        req.cancel(DRAIN_TIMEOUT)
                 self._admit()
                 slots = list(self._slots.values())
 
@@ -386,39 +435,11 @@ class Engine:
             slots = [s for s in slots if s.seq_id in self._slots]
             if not slots:
                 continue
-
-            # Build one batch: generating slots first (one token each), then prompt chunks.
-            n = 0
-            for slot in slots:
-                slot.batch_index = None
-                if slot.next_token is not None:
-                    self._batch_add(n, slot.next_token, slot.n_past, slot.seq_id, True)
-                    slot.batch_index = n
-                    slot.n_past += 1
-                    slot.next_token = None
-                    n += 1
-            n_prompt_tokens = 0
-            for slot in slots:
-                if not slot.prefilling or n >= self.n_batch:
-                    continue
-                prompt = slot.req.prompt_tokens
-                take = min(len(prompt) - slot.n_prompt_done, self.n_batch - n)
-                for i in range(take):
-                    pos = slot.n_prompt_done + i
-                    last = pos == len(prompt) - 1
-                    self._batch_add(n, prompt[pos], pos, slot.seq_id, last)
-                    if last:
-                        slot.batch_index = n
-                    n += 1
-                slot.n_prompt_done += take
-                slot.n_past += take
-                if slot.req.record_metrics:
-                    n_prompt_tokens += take
-            batch.n_tokens = n
+            n, n_prompt_tokens = self._build_batch(slots)
             if n == 0:
                 continue
-
-            rc = llama_cpp.llama_decode(self.ctx, batch)
+            self.batch.n_tokens = n
+            rc = llama_cpp.llama_decode(self.ctx, self.batch)
             metrics.DECODE_STEPS.inc()
             if rc != 0:
                 # 1 = no KV slot for the batch, 2 = aborted, <0 = error: fail the sequences of this step.
@@ -428,13 +449,54 @@ class Engine:
                 continue
             if n_prompt_tokens:
                 metrics.PROMPT_TOKENS.inc(n_prompt_tokens)
+            self._sample(slots)
+            self._update_kv_usage()
 
-            now = time.perf_counter()
-            for slot in slots:
-                if slot.batch_index is None:
-                    continue
-                tok = llama_cpp.llama_sampler_sample(slot.sampler, self.ctx, slot.batch_index)
-                self._on_token(slot, tok, now)
+    def _build_batch(self, slots: list[_Slot]) -> tuple[int, int]:
+        """Fill the batch: one token per generating slot first, then prompt chunks up to n_batch.
+
+        Returns (tokens in the batch, prompt tokens counted in the metrics)."""
+        n = 0
+        for slot in slots:
+            slot.batch_index = None
+            if slot.next_token is not None:
+                self._batch_add(n, slot.next_token, slot.n_past, slot.seq_id, True)
+                slot.batch_index = n
+                slot.n_past += 1
+                slot.next_token = None
+                n += 1
+        n_prompt_tokens = 0
+        for slot in slots:
+            if not slot.prefilling or n >= self.n_batch:
+                continue
+            prompt = slot.req.prompt_tokens
+            take = min(len(prompt) - slot.n_prompt_done, self.n_batch - n)
+            for i in range(take):
+                pos = slot.n_prompt_done + i
+                last = pos == len(prompt) - 1
+                self._batch_add(n, prompt[pos], pos, slot.seq_id, last)
+                if last:
+                    slot.batch_index = n
+                n += 1
+            slot.n_prompt_done += take
+            slot.n_past += take
+            if slot.req.record_metrics:
+                n_prompt_tokens += take
+        return n, n_prompt_tokens
+
+    def _sample(self, slots: list[_Slot]) -> None:
+        """Sample the next token of every slot whose logits the last decode produced."""
+        now = time.perf_counter()
+        for slot in slots:
+            if slot.batch_index is None:
+                continue
+            tok = llama_cpp.llama_sampler_sample(slot.sampler, self.ctx, slot.batch_index)
+            self._on_token(slot, tok, now)
+
+    def _update_kv_usage(self) -> None:
+        """llamacpp:kv_cache_usage_ratio: KV cells holding tokens over all cells (every slot's context)."""
+        used = sum(slot.n_past for slot in list(self._slots.values()))
+        metrics.KV_CACHE_USAGE.set(used / (self.n_ctx_seq * self.max_concurrency))
 
     def _batch_add(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
         b = self.batch
@@ -512,13 +574,16 @@ class Engine:
         if error is not None:
             req.emit(Event("error", message=error))
             return
-        if finish_reason != "cancelled":
-            tail = slot.decoder.decode(b"", final=True) if finish_reason == "length" else ""
-            text = slot.text + tail
-            if len(text) > slot.sent:
-                req.emit(Event("delta", text=text[slot.sent :]))
-            if req.record_metrics:
-                metrics.E2E.observe(time.perf_counter() - req.t_enqueued)
+        self._update_kv_usage()
+        if finish_reason == "cancelled":
+            self._emit_cancelled(req, slot.n_generated)
+            return
+        tail = slot.decoder.decode(b"", final=True) if finish_reason == "length" else ""
+        text = slot.text + tail
+        if len(text) > slot.sent:
+            req.emit(Event("delta", text=text[slot.sent :]))
+        if req.record_metrics:
+            metrics.E2E.observe(time.perf_counter() - req.t_enqueued)
         req.emit(
             Event(
                 "done",
@@ -546,6 +611,28 @@ class Engine:
             raise RuntimeError("warm-up did not finish within 300 s")
 
 
+class Reservation:
+    """A place among the accepted requests (from `Engine.reserve`): `submit` it once, or `release` it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._held = True
+
+    def submit(self, req: GenRequest) -> None:
+        """Queue the request under this place; raises PromptTooLong (place still held: release it)."""
+        if not self._held:
+            raise EngineError("reservation already used or released")
+        self._engine.check_prompt(len(req.prompt_tokens))
+        self._engine._enqueue(req)
+        self._held = False
+
+    def release(self) -> None:
+        """Give the place back unless a request was queued with it (idempotent)."""
+        if self._held:
+            self._held = False
+            self._engine._unreserve()
+
+
 class AsyncStream:
     """Bridges engine events into an asyncio queue for one request."""
 
@@ -554,4 +641,6 @@ class AsyncStream:
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
 
     def emit(self, ev: Event) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, ev)
+        # RuntimeError: the event loop is closed (process shutdown), nobody is listening any more.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, ev)

@@ -425,7 +425,7 @@ def _partial_path(dest: Path, uri: str, sha256: str | None) -> Path:
 
 
 def _backoff(attempt: int, settings: FetchSettings, retry_after: float | None) -> float:
-    delay = min(settings.fetch_backoff_max_s, settings.fetch_backoff_s * (2 ** (attempt - 1)))
+    delay = min(settings.fetch_backoff_max_s, settings.fetch_backoff_s * (2.0 ** (attempt - 1)))
     delay *= random.uniform(0.5, 1.0)  # jitter: many pods restarting together do not retry in lockstep
     if retry_after is not None:
         delay = max(delay, min(retry_after, settings.fetch_backoff_max_s))
@@ -508,9 +508,9 @@ def fetch(
             )
             sleep(delay)
 
-    digest = hashlib.sha256()
-    size = _hash_prefix(partial, digest)
-    actual = digest.hexdigest()
+    hasher = hashlib.sha256()
+    size = _hash_prefix(partial, hasher)
+    actual = hasher.hexdigest()
     if total is not None and size != total:
         partial.unlink(missing_ok=True)
         raise FetchError(f"{what}: got {size} bytes, the source announced {total}; removed the partial file")
@@ -609,7 +609,7 @@ def _fsync_dir(path: Path) -> None:
 # ------------------------------------------------------------------------------------------ CLI
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``fetch`` to the ``python -m model_server`` subcommands (model_server/__main__.py PLUGINS)."""
-    parser = subparsers.add_parser(
+    parser: argparse.ArgumentParser = subparsers.add_parser(
         "fetch",
         help="download and verify the model file (init container)",
         description="Download the model file (local path, file://, https://, s3://) into the model dir, "

@@ -1,13 +1,35 @@
 """Prometheus metrics. llama.cpp server names (`llamacpp:*`) where they exist, `model_server_*` otherwise.
 
-One private registry (no process/GC collectors from other libraries leak in); served at GET /metrics.
+One private registry with our metrics plus the standard `process_*` collector; served at GET /metrics in
+the classic text format (0.0.4) that every Prometheus version reads, without `*_created` series.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
+
+# `*_created` samples double the series count and confuse older Prometheus versions; nobody queries them.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+
+#: The classic Prometheus text exposition format (what every Prometheus version and agent reads).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def exposition() -> bytes:
+    """The registry in the classic text format."""
+    return generate_latest(REGISTRY)
+
 
 # Seconds buckets from a fast CPU token (~1 ms) up to long GPU prompts and long generations.
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -21,6 +43,11 @@ REQUESTS_DEFERRED = Gauge(
 PROMPT_TOKENS = Counter("llamacpp:prompt_tokens", "Prompt tokens processed.", registry=REGISTRY)
 PREDICTED_TOKENS = Counter("llamacpp:tokens_predicted", "Generated tokens.", registry=REGISTRY)
 DECODE_STEPS = Counter("llamacpp:n_decode", "llama_decode calls (batched steps).", registry=REGISTRY)
+KV_CACHE_USAGE = Gauge(
+    "llamacpp:kv_cache_usage_ratio",
+    "KV cache cells holding tokens over all cells (every slot's context), 0..1.",
+    registry=REGISTRY,
+)
 
 TTFT = Histogram(
     "model_server_time_to_first_token_seconds",
@@ -55,6 +82,13 @@ REQUESTS = Counter(
 REJECTED = Counter(
     "model_server_rejected_requests",
     "Requests refused before generation (overloaded = 429, draining = 503).",
+    ["reason"],
+    registry=REGISTRY,
+)
+CANCELLED = Counter(
+    "model_server_cancelled_requests",
+    "Accepted requests ended before their finish: client_disconnected (queued or generating) or "
+    "drain_timeout (cut off by the shutdown; the client got an error).",
     ["reason"],
     registry=REGISTRY,
 )

@@ -260,3 +260,8 @@ def test_api_key(start_server, tmp_path):
     )
     assert r.status_code == 200
     assert httpx.get(f"{server.url}/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_startup_log_says_threads_and_how_to_change_them(tiny_server):
+    line = next(rec for rec in tiny_server.log_records() if rec["msg"].startswith("llama.cpp uses"))
+    assert line["n_threads"] == 1 and "MODEL_SERVER_N_THREADS" in line["msg"] and "THREADS=N" in line["msg"]

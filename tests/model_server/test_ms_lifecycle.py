@@ -20,6 +20,9 @@ def _stream(url: str, body: dict, first_chunk: threading.Event, result: dict) ->
                     result["done"] = True
                 elif line.startswith("data: "):
                     chunk = json.loads(line[6:])
+                    if "error" in chunk:
+                        result["error_event"] = chunk["error"]
+                        continue
                     result.setdefault("chunks", 0)
                     result["chunks"] += 1
                     result["finish"] = chunk["choices"][0]["finish_reason"] or result.get("finish")
@@ -143,15 +146,35 @@ def test_sigterm_drains_streams_in_flight_and_exits_0(start_server):
     assert any(rec["msg"].startswith("drained") for rec in server.log_records())
 
 
-def test_sigterm_drain_timeout_cancels_and_still_exits_0(start_server):
+def test_sigterm_drain_timeout_is_an_error_to_the_client_and_still_exits_0(start_server):
+    """Issue 12: a request cut off by the drain timeout must not look like a success."""
     server = start_server(
-        max_concurrency=1, max_queue=0, n_ctx=8192, max_tokens_limit=8000, drain_timeout_s=1
+        max_concurrency=2, max_queue=0, n_ctx=8192, max_tokens_limit=8000, drain_timeout_s=1
     )
     threads, results = _start_streams(server.url, 1, 8000)
+    plain: dict = {}
+
+    def non_streaming() -> None:
+        body = {"prompt": "plain", "max_tokens": 8000, "temperature": 0}
+        r = httpx.post(f"{server.url}/v1/completions", json=body, timeout=120)
+        plain.update(status=r.status_code, body=r.json())
+
+    waiter = threading.Thread(target=non_streaming, daemon=True)
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while server.metric("llamacpp:requests_processing") < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
     t0 = time.monotonic()
     server.terminate()
     assert server.proc.wait(60) == 0
     assert time.monotonic() - t0 < 30
     threads[0].join(30)
-    assert not results[0].get("finish")  # cut by the drain timeout, so no finish_reason arrived
+    waiter.join(30)
+    # Streaming: no finish_reason, an OpenAI error event, then [DONE].
+    res = results[0]
+    assert not res.get("finish") and res.get("done"), res
+    assert res["error_event"]["code"] == "drain_timeout", res
+    # Non-streaming: 503 with Retry-After semantics, not a 200 with truncated text.
+    assert plain["status"] == 503, plain
+    assert plain["body"]["error"]["code"] == "drain_timeout"
     assert any(rec["msg"].startswith("drain timeout") for rec in server.log_records())

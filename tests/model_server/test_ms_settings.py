@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 
@@ -9,6 +11,7 @@ import pytest
 from conftest import REPO
 from pydantic import ValidationError
 
+from model_server import settings as settings_module
 from model_server.settings import Settings, embedded_model_path
 
 
@@ -78,3 +81,37 @@ def test_cli_help_and_bad_config_exit_2():
     )
     assert bad.returncode == 2
     assert "max_queue" in bad.stderr
+
+
+@pytest.mark.parametrize(("cpus", "threads"), [(1, 1), (2, 1), (8, 7)])
+def test_default_threads_leave_a_core_free(monkeypatch, cpus, threads):
+    """Issue 17: llama.cpp's spinning threads on every core starve everything else on a busy machine."""
+    monkeypatch.delenv("MODEL_SERVER_N_THREADS", raising=False)
+    monkeypatch.setattr(settings_module, "usable_cpus", lambda: cpus)
+    assert Settings().n_threads == threads
+
+
+def test_port_in_use_is_one_clear_line_and_exit_2(tiny_gguf):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **os.environ,
+            "MODEL_SERVER_HOST": "127.0.0.1",
+            "MODEL_SERVER_PORT": str(port),
+            "MODEL_SERVER_MODEL_PATH": str(tiny_gguf),
+        }
+        out = subprocess.run(
+            [sys.executable, "-m", "model_server", "serve"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert out.returncode == 2
+    lines = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert f"port {port} on 127.0.0.1 is already in use" in lines[0]
+    assert f"PORT={port + 1} make serve" in lines[0] and "MODEL_SERVER_PORT" in lines[0]
