@@ -48,7 +48,13 @@ def test_no_credentials_says_how_to_set_them(tmp_path: Path) -> None:
     result = _run(_clean_env(tmp_path))
     assert result.returncode == 2
     assert result.stderr.startswith("No AWS credentials found in the default credential chain")
-    for hint in ("aws configure sso", "aws sso login", "export AWS_PROFILE=", "AWS_ACCESS_KEY_ID=", "make synth"):
+    for hint in (
+        "aws configure sso",
+        "aws sso login",
+        "export AWS_PROFILE=",
+        "AWS_ACCESS_KEY_ID=",
+        "make synth",
+    ):
         assert hint in result.stderr
 
 
@@ -73,7 +79,9 @@ def test_target_reads_the_configured_environment() -> None:
 
 @pytest.fixture
 def fake_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key, value in _clean_env(tmp_path, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing").items():
+    for key, value in _clean_env(
+        tmp_path, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing"
+    ).items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
 
