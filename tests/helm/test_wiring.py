@@ -109,19 +109,20 @@ def test_each_variant_has_the_expected_pod_identities(helm_variant: HelmVariant)
 # ---------------------------------------------------------------- Karpenter and the load balancer controller
 
 
-@pytest.mark.parametrize("variant", ["default", "prod"])
-def test_karpenter_settings_are_the_cluster_and_its_interruption_queue(helm_variants, variant: str):
-    v = helm_variants(variant)
+@pytest.mark.parametrize("name", ["default", "prod"])
+def test_karpenter_settings_are_the_cluster_and_its_interruption_queue(helm_variants, name: str):
+    v = helm_variants(name)
     karpenter = v.release("karpenter")
-    ((_, queue_id, _),) = resources({"Addons": v.templates["Addons"]}, "AWS::SQS::Queue")
-    # The queue is the one the interruption rules deliver to.
+    # The interruption queue: the one queue EventBridge rules deliver to.
+    queues = {logical_id for _, logical_id, _ in resources(v.templates, "AWS::SQS::Queue")}
     targets = {
         t["Arn"]["Fn::GetAtt"][0]
         for _, _, rule in resources(v.templates, "AWS::Events::Rule")
         for t in rule["Properties"].get("Targets", [])
-        if "Fn::GetAtt" in t["Arn"]
+        if t["Arn"].get("Fn::GetAtt", [None])[0] in queues
     }
-    assert targets == {queue_id}
+    assert len(targets) == 1, targets
+    (queue_id,) = targets
     (deployment,) = [o for o in karpenter.objects if o["kind"] == "Deployment"]
     (controller,) = deployment["spec"]["template"]["spec"]["containers"]
     env = env_of(controller)
@@ -207,9 +208,9 @@ def scaled_object_triggers(v: HelmVariant) -> list[dict[str, Any]]:
 KEDA_VARIANTS = ["default", "prod"]
 
 
-@pytest.mark.parametrize("variant", KEDA_VARIANTS)
-def test_keda_queries_the_prometheus_service_the_chart_renders(helm_variants, variant: str):
-    helm_variant = helm_variants(variant)
+@pytest.mark.parametrize("name", KEDA_VARIANTS)
+def test_keda_queries_the_prometheus_service_the_chart_renders(helm_variants, name: str):
+    helm_variant = helm_variants(name)
     for trigger in scaled_object_triggers(helm_variant):
         url = urllib.parse.urlsplit(trigger["metadata"]["serverAddress"])
         name, namespace, *_ = url.hostname.split(".")
@@ -272,9 +273,9 @@ def dcgm_scraped_labels(v: HelmVariant) -> set[str]:
     return {label if honor or label not in TARGET_LABELS else f"exported_{label}" for label in exporter}
 
 
-@pytest.mark.parametrize("variant", KEDA_VARIANTS)
-def test_keda_dcgm_query_uses_metric_and_label_names_the_exporter_provides(helm_variants, variant: str):
-    helm_variant = helm_variants(variant)
+@pytest.mark.parametrize("name", KEDA_VARIANTS)
+def test_keda_dcgm_query_uses_metric_and_label_names_the_exporter_provides(helm_variants, name: str):
+    helm_variant = helm_variants(name)
     used = [m for t in scaled_object_triggers(helm_variant) for m in _METRIC.finditer(t["metadata"]["query"])]
     assert used, "no DCGM metric in the KEDA triggers"
     counters, labels = dcgm_counters(helm_variant), dcgm_scraped_labels(helm_variant)
