@@ -116,6 +116,8 @@ VARIANT = {
     # GPU capacity from the managed nodegroup (seed ch5), whatever the default is.
     "compute.gpuCapacity": "nodegroup",
     "compute.systemNodegroup.amiType": "BOTTLEROCKET_X86_64",
+    # Karpenter in its own namespace: release, service account and Pod Identity follow (tests/helm).
+    "addons.karpenter.namespace": "karpenter",
 }
 
 #: The GPU-nodegroup alternative to the Karpenter default (seed ch5): managed GPU nodegroup, Karpenter
@@ -129,7 +131,8 @@ ALTERNATIVE = {
 
 @pytest.fixture(scope="session")
 def variant(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    """Prod, private endpoint, admin roles, Kubernetes 1.31, GPU nodegroup, Bottlerocket system nodes."""
+    """Prod, private endpoint, admin roles, Kubernetes 1.31, GPU nodegroup, Bottlerocket system nodes,
+    Karpenter in namespace ``karpenter``."""
     return synth_app(tmp_path_factory.mktemp("variant"), VARIANT)
 
 

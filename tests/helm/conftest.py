@@ -40,7 +40,8 @@ from tests.helpers.helm import (
 
 #: variant name -> the session fixture (tests/conftest.py) of its synthesized app.
 #: default: cdk.json (env dev, Kubernetes 1.35, Karpenter GPU capacity, kube-prometheus-stack);
-#: prod: env=prod with Kubernetes 1.31 (helm 3.17 of that kubectl layer), GPU nodegroup next to Karpenter;
+#: prod: env=prod with Kubernetes 1.31 (helm 3.17 of that kubectl layer), GPU nodegroup next to Karpenter,
+#: Karpenter in namespace ``karpenter``;
 #: amp-nodegroup: GPU nodegroup, Karpenter off, Amazon Managed Prometheus (remote write, no Grafana).
 VARIANTS = {"default": "synthesized", "prod": "variant", "amp-nodegroup": "alternative"}
 
@@ -233,6 +234,10 @@ def helm_variants(request: pytest.FixtureRequest, charts_dir: Path, helm_for):
     def get(name: str) -> HelmVariant:
         if name not in cache:
             cache[name] = render_variant(name, templates_of(request, name), helm_for, charts_dir)
+        if cache[name].errors:
+            # Every check needs every release: one clear failure, not knock-on ones.
+            problems = "\n".join(f"  {release}: {why}" for release, why in cache[name].errors.items())
+            pytest.fail(f"[{name}] releases that did not render:\n{problems}", pytrace=False)
         return cache[name]
 
     return get

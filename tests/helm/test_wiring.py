@@ -100,7 +100,7 @@ def test_each_variant_has_the_expected_pod_identities(helm_variant: HelmVariant)
     }
     expected = {("kube-system", "aws-load-balancer-controller")}
     if "karpenter" in helm_variant.rendered:
-        expected.add(("kube-system", "karpenter"))
+        expected.add((helm_variant.release("karpenter").release.namespace, "karpenter"))
     if helm_variant.name == "amp-nodegroup":
         expected.add(("monitoring", "prometheus"))
     assert found == expected
