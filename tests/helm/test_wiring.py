@@ -7,7 +7,13 @@
   selects a Service with its port; KEDA's Prometheus address is that Prometheus' Service;
 * DCGM: the metric and label names the KEDA query uses are the ones the exporter's chart configures;
 * every custom resource the app applies has its CRD installed by a release it waits for, and is valid
-  against that CRD.
+  against that CRD;
+* the metrics stack: Grafana's sidecars load the dashboards and datasources the chart renders (and the
+  datasources reach their Services); every ServiceMonitor a chart renders is selected and finds its
+  Service and port;
+* the DaemonSets GPU nodes need (device plugin, DCGM exporter, node-exporter) fit every kind of GPU node.
+
+Checks that need objects of a subchart missing from the charts folder are skipped with the reason.
 """
 
 from __future__ import annotations
@@ -17,11 +23,12 @@ import urllib.parse
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.helm.conftest import HelmVariant
+from tests.helm.conftest import HelmVariant, skip_unproven
 from tests.helpers import kube_schema
 from tests.helpers.crd_schema import CrdValidationError
-from tests.helpers.helm import manifests, placeholder, selector_matches
+from tests.helpers.helm import manifests, node_unschedulable_reasons, placeholder, selector_matches
 
 WORKLOAD_KINDS = {"Deployment", "DaemonSet", "StatefulSet", "Job"}
 
@@ -315,3 +322,223 @@ def test_app_custom_resources_have_their_crd_installed_before_them(helm_variant:
             problems.append(f"{stack}/{logical_id}: {err}")
     assert count >= 2
     assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------- the metrics stack and its subcharts
+#
+# kube-prometheus-stack renders Grafana, kube-state-metrics and node-exporter through subcharts: where
+# the charts folder lacks one, what needs its objects is skipped with the reason (skip_unproven).
+
+
+def service_at(v: HelmVariant, url: str, default_namespace: str) -> list[dict[str, Any]]:
+    """The Services an in-cluster URL (``http://<name>[.<namespace>[.svc...]]:<port>/``) reaches."""
+    parts = urllib.parse.urlsplit(url)
+    name, *rest = parts.hostname.split(".")
+    namespace = rest[0] if rest else default_namespace
+    port = parts.port or {"http": 80, "https": 443}[parts.scheme]
+    return [
+        svc
+        for ns, svc in services(v)
+        if ns == namespace
+        and svc["metadata"]["name"] == name
+        and port in {p["port"] for p in svc["spec"]["ports"]}
+    ]
+
+
+def sidecar_loads(env: dict[str, str], own_namespace: str, rendered, document) -> bool:
+    """Whether a kiwigrid k8s-sidecar (Grafana's dashboard/datasource loader) with ``env`` picks up an
+    object: kind per RESOURCE, namespace per NAMESPACE (``ALL``, a list, or its own), label LABEL with
+    LABEL_VALUE (any value when unset)."""
+    obj = document.obj
+    kinds = {"configmap": {"ConfigMap"}, "secret": {"Secret"}, "both": {"ConfigMap", "Secret"}}
+    if obj["kind"] not in kinds[env.get("RESOURCE", "configmap")]:
+        return False
+    namespaces = env.get("NAMESPACE", own_namespace)
+    if namespaces != "ALL" and namespace_of(obj, rendered.release.namespace) not in namespaces.split(","):
+        return False
+    labels = obj["metadata"].get("labels") or {}
+    return env["LABEL"] in labels and env.get("LABEL_VALUE") in (None, labels[env["LABEL"]])
+
+
+#: Variants that install Grafana (metrics.grafana on with the kubePrometheusStack backend).
+GRAFANA_VARIANTS = ["default", "prod"]
+
+
+@pytest.mark.parametrize("name", GRAFANA_VARIANTS)
+def test_grafana_loads_the_dashboards_and_datasources_the_stack_renders(helm_variants, name: str):
+    v = helm_variants(name)
+    kps = v.release("kube-prometheus-stack")
+    assert kps.release.values["grafana"]["enabled"] is True, f"{name} no longer installs Grafana"
+    skip_unproven(
+        [m for m in kps.incomplete if m.name == "grafana"],
+        f"[{name}] Grafana (its Deployment, sidecars) and the dashboards it would load are not rendered",
+    )
+    (grafana,) = [
+        o
+        for o in kps.objects
+        if o["kind"] == "Deployment"
+        and o["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name") == "grafana"
+    ]
+    own_namespace = namespace_of(grafana, kps.release.namespace)
+    sidecars = {c["name"]: env_of(c) for c in grafana["spec"]["template"]["spec"]["containers"]}
+    stack = [d for d in kps.documents if d.obj["kind"] == "ConfigMap" and "/templates/grafana/" in d.source]
+    dashboards = [d for d in stack if "/dashboards" in d.source]
+    datasources = [d for d in stack if "datasources" in d.source]
+    assert len(dashboards) > 10 and datasources, [d.source for d in stack]
+    for sidecar, wanted in (("grafana-sc-dashboard", dashboards), ("grafana-sc-datasources", datasources)):
+        env = sidecars[sidecar]
+        unloaded = [
+            d.obj["metadata"]["name"] for d in wanted if not sidecar_loads(env, own_namespace, kps, d)
+        ]
+        assert not unloaded, (
+            f"{sidecar} (LABEL={env.get('LABEL')}={env.get('LABEL_VALUE')}) misses {unloaded}"
+        )
+    sources = [
+        source
+        for d in datasources
+        for text in d.obj["data"].values()
+        for source in yaml.safe_load(text).get("datasources") or []
+    ]
+    assert {s["type"] for s in sources} >= {"prometheus"}
+    for source in sources:
+        reached = service_at(v, source["url"], own_namespace)
+        assert len(reached) == 1, f"datasource {source['name']}: no Service at {source['url']}"
+        if source["type"] == "prometheus":
+            assert reached[0]["spec"]["selector"].get("app.kubernetes.io/name") == "prometheus"
+
+
+def cluster_services(v: HelmVariant) -> list[tuple[str, dict[str, Any]]]:
+    """Services ServiceMonitors select that no release renders: the API server's ``default/kubernetes``
+    and the kubelet Service prometheus-operator maintains (its ``--kubelet-service`` argument)."""
+    out = [
+        (
+            "default",
+            {
+                "metadata": {
+                    "name": "kubernetes",
+                    "labels": {"component": "apiserver", "provider": "kubernetes"},
+                },
+                "spec": {"ports": [{"name": "https", "port": 443}]},
+            },
+        )
+    ]
+    for _, obj in v.objects:
+        for container in (pod_spec(obj) or {}).get("containers", []):
+            for arg in container.get("args") or []:
+                if arg.startswith("--kubelet-service="):
+                    namespace, name = arg.split("=", 1)[1].split("/")
+                    labels = {"app.kubernetes.io/name": "kubelet", "k8s-app": "kubelet"}
+                    ports = [("https-metrics", 10250), ("http-metrics", 10255), ("cadvisor", 4194)]
+                    out.append(
+                        (
+                            namespace,
+                            {
+                                "metadata": {"name": name, "labels": labels},
+                                "spec": {"ports": [{"name": n, "port": p} for n, p in ports]},
+                            },
+                        )
+                    )
+    return out
+
+
+def test_every_service_monitor_the_releases_render_is_scraped(helm_variant: HelmVariant):
+    """Each ServiceMonitor a chart renders is selected by the Prometheus and selects one Service that has
+    its endpoints' ports (the stack's exporters, the operator, the control plane services)."""
+    kps = helm_variant.release("kube-prometheus-stack")
+    (prometheus,) = [o for o in kps.objects if o["kind"] == "Prometheus"]
+    spec = prometheus["spec"]
+    candidates = services(helm_variant) + cluster_services(helm_variant)
+    monitors = [(r, o) for r, o in helm_variant.objects if o["kind"] == "ServiceMonitor"]
+    assert len(monitors) >= 8, [o["metadata"]["name"] for _, o in monitors]
+    problems = []
+    for rendered, monitor in monitors:
+        name, namespace = monitor["metadata"]["name"], namespace_of(monitor, rendered.release.namespace)
+        if not selector_matches(spec.get("serviceMonitorSelector"), monitor["metadata"].get("labels") or {}):
+            problems.append(f"{name}: not selected by {spec.get('serviceMonitorSelector')}")
+        if not selector_matches(
+            spec.get("serviceMonitorNamespaceSelector"), namespace_labels(helm_variant, namespace)
+        ):
+            problems.append(f"{name}: namespace {namespace} not selected")
+        within = (monitor["spec"].get("namespaceSelector") or {}).get("matchNames") or [namespace]
+        matched = [
+            svc
+            for ns, svc in candidates
+            if ns in within
+            and selector_matches(monitor["spec"]["selector"], svc["metadata"].get("labels") or {})
+        ]
+        if len(matched) != 1:
+            problems.append(f"{name}: selects {len(matched)} Services in {within}")
+            continue
+        ports = {p.get("name") for p in matched[0]["spec"]["ports"]}
+        problems += [
+            f"{name}: no port {e['port']} on Service {matched[0]['metadata']['name']}"
+            for e in monitor["spec"]["endpoints"]
+            if e.get("port") not in ports
+        ]
+    assert not problems, f"[{helm_variant.name}]\n" + "\n".join(problems)
+    skip_unproven(
+        {m: ["its ServiceMonitors and Services"] for m in kps.incomplete},
+        f"[{helm_variant.name}] the {len(monitors)} rendered ServiceMonitors are scraped; those of missing "
+        "subcharts are not rendered",
+    )
+
+
+# ---------------------------------------------------------------- DaemonSets that must run on GPU nodes
+
+
+def gpu_nodes(v: HelmVariant) -> list[tuple[str, dict[str, str], list[dict[str, str]]]]:
+    """(what, labels, taints) of each kind of GPU node the app creates: Karpenter NodePools and managed
+    nodegroups labelled ``llama-eks/node-class=gpu`` (labels a node gets from single-valued ``In``
+    requirements, or ``kubernetes.io/os``/``arch`` of the nodegroup's AMI type, included)."""
+    out = []
+    for *_, pool in app_objects(v, "NodePool"):
+        template = pool["spec"]["template"]
+        labels = dict(template.get("metadata", {}).get("labels") or {})
+        for req in template["spec"].get("requirements") or []:
+            if req["operator"] == "In" and len(req.get("values") or []) == 1:
+                labels[req["key"]] = req["values"][0]
+        out.append((f"NodePool {pool['metadata']['name']}", labels, template["spec"].get("taints") or []))
+    effects = {
+        "NO_SCHEDULE": "NoSchedule",
+        "NO_EXECUTE": "NoExecute",
+        "PREFER_NO_SCHEDULE": "PreferNoSchedule",
+    }
+    for _, logical_id, nodegroup in resources(v.templates, "AWS::EKS::Nodegroup"):
+        props = nodegroup["Properties"]
+        labels = {
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "arm64" if "ARM" in props.get("AmiType", "") else "amd64",
+            **(props.get("Labels") or {}),
+        }
+        taints = [
+            {"key": t["Key"], "value": t.get("Value", ""), "effect": effects[t["Effect"]]}
+            for t in props.get("Taints") or []
+        ]
+        out.append((f"nodegroup {logical_id}", labels, taints))
+    return [node for node in out if node[1].get("llama-eks/node-class") == "gpu"]
+
+
+#: DaemonSets the GPU nodes need: the template (Source) each is rendered from.
+GPU_DAEMONSETS = {
+    "nvidia-device-plugin": "nvidia-device-plugin/templates/daemonset-device-plugin.yml",
+    "dcgm-exporter": "dcgm-exporter/templates/daemonset.yaml",
+    # node metrics of every node, GPU nodes included (the app sets node-exporter's tolerations for it)
+    "kube-prometheus-stack": "kube-prometheus-stack/charts/prometheus-node-exporter/templates/daemonset.yaml",
+}
+
+
+@pytest.mark.parametrize("release", GPU_DAEMONSETS)
+def test_gpu_daemonsets_schedule_on_every_kind_of_gpu_node(helm_variant: HelmVariant, release: str):
+    source = GPU_DAEMONSETS[release]
+    rendered = helm_variant.release(release)
+    subchart = source.split("/charts/")[1].split("/")[0] if "/charts/" in source else None
+    skip_unproven(
+        [m for m in rendered.incomplete if m.name == subchart],
+        f"[{helm_variant.name}] the DaemonSet of {source} is not rendered",
+    )
+    (daemonset,) = [d.obj for d in rendered.documents if d.source == source and d.obj["kind"] == "DaemonSet"]
+    nodes = gpu_nodes(helm_variant)
+    assert nodes, "no GPU NodePool or nodegroup in the templates"
+    pod = daemonset["spec"]["template"]["spec"]
+    problems = {what: node_unschedulable_reasons(pod, labels, taints) for what, labels, taints in nodes}
+    assert not any(problems.values()), f"{daemonset['metadata']['name']} cannot run on: {problems}"
