@@ -155,6 +155,11 @@ class HelmVariant:
         )
 
 
+#: (chart, chart version, subchart) -> the missing subchart, the variants whose values install it, and
+#: what was skipped for lack of it.
+MISSING_SUBCHARTS: dict[tuple[str, str, str], tuple[MissingDependency, set[str], list[str]]] = {}
+
+
 def skip_unproven(
     missing: Mapping[MissingDependency, Iterable[str]] | Iterable[MissingDependency], what: str
 ) -> None:
@@ -164,7 +169,8 @@ def skip_unproven(
     items = missing.items() if isinstance(missing, Mapping) else ((m, ()) for m in missing)
     found: dict[MissingDependency, list[str]] = {}
     for dep, parts in items:
-        found.setdefault(dep, []).extend(p for p in parts if p not in found.get(dep, []))
+        bucket = found.setdefault(dep, [])
+        bucket += [p for p in parts if p not in bucket]
     if not found:
         return
     for dep in found:
@@ -176,11 +182,6 @@ def skip_unproven(
     # pinned, and without the attribute the report merely names this file).
     skip._use_item_location = True
     raise skip
-
-
-#: (chart, chart version, subchart) -> the missing subchart, the variants whose values install it, and
-#: what was skipped for lack of it.
-MISSING_SUBCHARTS: dict[tuple[str, str, str], tuple[MissingDependency, set[str], list[str]]] = {}
 
 
 def _note_missing(variant: str, chart: ChartToRender) -> None:
