@@ -13,7 +13,7 @@ DEPS += $(CHECKOV_VENV)/.stamp
 
 .PHONY: image lint-dockerfile
 image: $(DEPS)
-	$(BIN)/python tests/image/imagekit.py build
+	$(BIN)/python tools/imagekit.py build model-server
 
 lint-dockerfile: $(CHECKOV_VENV)/.stamp
 	$(CHECKOV_VENV)/bin/checkov -f model_server/Dockerfile --framework dockerfile --compact --skip-download

@@ -22,11 +22,12 @@ from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import imagekit
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "model_server"))
+sys.path.insert(0, str(REPO / "tools"))
+import imagekit  # noqa: E402  (tools/imagekit.py: the image build and run helper)
 from tiny_model import write_tiny_llama  # noqa: E402  (the model server tests' seeded random GGUF)
 
 REQUIRED = os.environ.get("LLAMA_EKS_IMAGE_TEST") == "required"
