@@ -31,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -452,6 +454,31 @@ def run_container(
 
 def container_state(env: dict[str, str], name: str) -> dict:
     return json.loads(podman(env, "inspect", "--format", "{{json .State}}", name).stdout)
+
+
+def wait_ready(env: dict[str, str], name: str, url: str, timeout: float = 180) -> dict:
+    """Poll ``url`` (a readiness probe) until it answers 200 while container ``name`` runs; return the
+    container's state. ImageKitError with the container's logs if it exits first or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = container_state(env, name)
+        if not state["Running"]:
+            logs = podman(env, "logs", name, check=False)
+            raise ImageKitError(
+                f"container {name} exited ({state['ExitCode']}) before ready:\n{logs.stdout}{logs.stderr}"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return state
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if time.monotonic() > deadline:
+            logs = podman(env, "logs", name, check=False)
+            raise ImageKitError(
+                f"container {name} not ready in {timeout:.0f}s:\n{logs.stdout[-3000:]}{logs.stderr[-3000:]}"
+            )
+        time.sleep(0.5)
 
 
 def process_tree_uids(root_pid: int) -> dict[int, tuple[str, int]]:
