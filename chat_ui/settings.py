@@ -78,8 +78,14 @@ class Settings(BaseSettings):
         64, ge=1, le=10_000, description="Answers streamed at once by this replica (more wait in the queue)."
     )
     queue_size: int = Field(256, ge=1, le=100_000, description="Questions waiting in this replica's queue.")
+    stream_interval_s: float = Field(
+        0.05,
+        ge=0,
+        le=2,
+        description="Least time between two page updates of a streaming answer; 0 = per token.",
+    )
     model_status_ttl_s: float = Field(
-        2.0, ge=0, le=60, description="How long /readyz and the page reuse one look at the model's /readyz."
+        2.0, ge=0, le=60, description="How long the UI's /readyz reuses one look at the model's /readyz."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_prompts: bool = Field(False, description="Log question and answer text (off: only sizes and ids).")

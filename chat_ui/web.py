@@ -7,9 +7,10 @@ as a box in the conversation); `build_messages` leaves them out of what the mode
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import gradio as gr
@@ -36,13 +37,38 @@ def render(turn: Turn) -> str | list[gr.ChatMessage]:
     return messages
 
 
+async def coalesce(turns: AsyncGenerator[Turn, None], interval_s: float) -> AsyncIterator[Turn]:
+    """Pass on the first text and every note change at once, further text at most every `interval_s`
+    (the tokens in between are shown together), and always the final state.
+
+    Each page update costs the UI server a render, a diff and an event for the whole answer so far; one
+    per token would make a busy UI fall behind a fast model.
+    """
+    last_shown = float("-inf")
+    shown: tuple[bool, str | None] | None = None
+    turn: Turn | None = None
+    behind = False
+    async with aclosing(turns):  # leaving early closes the answer, and with it the model server's stream
+        async for turn in turns:
+            key = (bool(turn.text), turn.note)
+            now = time.monotonic()
+            if key != shown or now - last_shown >= interval_s:
+                shown, last_shown, behind = key, now, False
+                yield turn
+            else:
+                behind = True
+    if behind and turn is not None:
+        yield turn
+
+
 def build_blocks(settings: Settings, client: Callable[[], ModelClient]) -> gr.Blocks:
     """The chat page. `client()` returns the app's model client (created in the server's event loop)."""
 
     async def respond(
         message: str, history: list[dict[str, Any]]
     ) -> AsyncIterator[str | list[gr.ChatMessage]]:
-        async for turn in answer(client(), message, history, request_id=uuid.uuid4().hex):
+        turns = answer(client(), message, history, request_id=uuid.uuid4().hex)
+        async for turn in coalesce(turns, settings.stream_interval_s):
             yield render(turn)
 
     chatbot = gr.Chatbot(

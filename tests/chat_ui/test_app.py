@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 import gradio as gr
 import httpx
@@ -13,7 +16,7 @@ from pydantic import ValidationError
 
 from chat_ui.backend import ChatError, Turn
 from chat_ui.settings import SEED_SYSTEM_PROMPT, Settings, settings_help
-from chat_ui.web import create_app, render
+from chat_ui.web import coalesce, create_app, render
 
 from .conftest import REPO, free_port
 
@@ -140,3 +143,42 @@ def test_chat_through_gradio_http_api(tiny_server, start_ui) -> None:
     assert httpx.get(f"{ui.url}/readyz").json()["model"] == "ready"
     assert '"chat turn"' in ui.logs() and '"outcome": "ok"' in ui.logs()
     assert "hello" not in ui.logs()  # no prompt text in the logs by default
+
+
+def test_coalesce_shows_first_text_notes_and_the_end_at_once_and_batches_the_rest() -> None:
+    closed = []
+
+    async def tokens(gaps: list[float]) -> AsyncGenerator[Turn, None]:
+        turn = Turn()
+        try:
+            turn.note, turn.note_kind = "⏳ busy", "pending"
+            yield turn
+            turn.note = turn.note_kind = None
+            for gap in gaps:
+                await asyncio.sleep(gap)
+                turn.text += "x"
+                yield turn
+        finally:
+            closed.append(True)
+
+    async def shown(gaps: list[float], interval: float) -> list[tuple[str, str | None]]:
+        return [(t.text, t.note) async for t in coalesce(tokens(gaps), interval)]
+
+    # Fast tokens: the note, the first token, then one update per interval, and the final text.
+    fast = asyncio.run(shown([0.001] * 200, 0.05))
+    assert fast[0] == ("", "⏳ busy") and fast[1] == ("x", None) and fast[-1] == ("x" * 200, None)
+    assert 3 <= len(fast) < 40, len(fast)
+    # Slow tokens (slower than the interval) or interval 0: every token is shown.
+    assert len(asyncio.run(shown([0.02] * 5, 0.01))) == 6
+    assert len(asyncio.run(shown([0.0] * 50, 0))) == 51
+
+    async def stop_early() -> list[bool]:
+        closed.clear()
+        async with aclosing(coalesce(tokens([0.0] * 10), 0)) as shown_turns:  # as Gradio closes it
+            async for turn in shown_turns:
+                if turn.text:
+                    break
+        return list(closed)  # before the event loop's own clean-up of unfinished generators
+
+    # Leaving early closes the answer at once (and so the model server's stream).
+    assert asyncio.run(stop_early()) == [True]
