@@ -42,6 +42,9 @@ CHROMIUM_FLAGS = (
 )
 #: The story would run into it (greedy SmolLM2 writes on); it is stopped well before.
 MAX_TOKENS = 120
+#: Waits are bounds for a hang, not expectations: on a quiet 2-core machine the whole test takes about a
+#: minute, but the shared development VM (load 15 on 2 cores) made one 108-token answer take over 2 minutes.
+ANSWER_TIMEOUT_S = 360
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +76,7 @@ def browser() -> Iterator:
     profile = tempfile.mkdtemp(prefix="chat-ui-chromium-")
     options.add_argument(f"--user-data-dir={profile}")
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.set_page_load_timeout(60)
+    driver.set_page_load_timeout(120)
     try:
         yield driver
     finally:
@@ -81,7 +84,9 @@ def browser() -> Iterator:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def wait_for(what: str, check: Callable[[], object], timeout: float = 60, every: float = 0.05) -> object:
+def wait_for(
+    what: str, check: Callable[[], object], timeout: float = ANSWER_TIMEOUT_S, every: float = 0.05
+) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
@@ -149,7 +154,7 @@ class Page:
         return path
 
 
-def answer_after(page: Page, count: int, timeout: float = 90) -> str:
+def answer_after(page: Page, count: int, timeout: float = ANSWER_TIMEOUT_S) -> str:
     """Wait until bot message number `count` is complete (generation over) and return its text."""
     wait_for(f"bot message {count}", lambda: len(page.bot_messages()) >= count, timeout)
     wait_for("the answer to complete", lambda: not page.generating(), timeout)
@@ -201,7 +206,7 @@ def test_conversation_in_a_real_browser(browser, smol_gguf, tmp_path, start_ui) 
                 lengths.append(len(bots[2]))
             return bool(lengths) and not page.generating()
 
-        wait_for("the code answer", grown, timeout=120, every=0.01)
+        wait_for("the code answer", grown, every=0.01)
         # Grown in steps (markdown re-rendering may shorten the text for a moment, e.g. when a fence opens).
         assert len(set(lengths)) >= 3 and lengths[0] < lengths[-1] / 2, f"not seen streaming: {lengths}"
         code = page.code_blocks(2)
@@ -218,24 +223,24 @@ def test_conversation_in_a_real_browser(browser, smol_gguf, tmp_path, start_ui) 
         page.stop()
         stopped_at = time.monotonic()
         wait_for(
-            "the slot to be freed", lambda: server.metric("llamacpp:requests_processing") == 0, timeout=10
+            "the slot to be freed", lambda: server.metric("llamacpp:requests_processing") == 0, timeout=30
         )
         freed_after = time.monotonic() - stopped_at
-        wait_for("the input to come back", lambda: not page.generating(), timeout=10)
+        wait_for("the input to come back", lambda: not page.generating(), timeout=30)
         story = page.bot_messages()[3]
         time.sleep(0.5)
         assert page.bot_messages()[3] == story, "the answer kept growing after stop"
         assert "token limit" not in story  # stopped, not cut at MAX_TOKENS
         predicted = server.metric("llamacpp:tokens_predicted_total") - predicted_before
         assert predicted < MAX_TOKENS - 30, f"generation ran on: {predicted} of {MAX_TOKENS} tokens"
-        assert freed_after < 5, freed_after
+        assert freed_after < 20, freed_after  # cancelled, not finished: see the token count above
         page.screenshot("stopped.png")
 
         # 5. Model down: the next question gets the clear message, not a stack trace.
         assert server.stop() == 0
         page.ask("Are you still there?")
         wait_for(
-            "the error note", lambda: "The model server is not reachable." in page.chat_text(), timeout=30
+            "the error note", lambda: "The model server is not reachable." in page.chat_text(), timeout=60
         )
         text = page.chat_text()
         assert "It may be starting up or restarting. Try again in a minute." in text
