@@ -429,8 +429,9 @@ def run_container(
     environment: dict[str, str],
     args: tuple[str, ...] = (),
     spec: ImageSpec = MODEL_SERVER,
+    options: tuple[str, ...] = (),
 ) -> str:
-    """``podman run -d --init --network host``; the server listens on 127.0.0.1:``port`` only."""
+    """``podman run -d --init --network host [options]``; the server listens on 127.0.0.1:``port`` only."""
     podman(env, "rm", "-f", "--ignore", name, check=False)
     cmd = [
         "run",
@@ -449,7 +450,7 @@ def run_container(
         cmd += ["-e", f"{key}={value}"]
     for host, target in volumes.items():
         cmd += ["-v", f"{host}:{target}"]
-    return podman(env, *cmd, ref, *args).stdout.strip()
+    return podman(env, *cmd, *options, ref, *args).stdout.strip()
 
 
 def container_state(env: dict[str, str], name: str) -> dict:

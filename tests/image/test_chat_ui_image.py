@@ -1,4 +1,5 @@
-"""Build chat_ui/Dockerfile with buildah and run it with podman, in front of a real model server.
+"""Build chat_ui/Dockerfile with buildah and run it with podman, in front of a real model server, with a
+read-only root file system and only /tmp writable.
 
 Same rules as tests/image/test_image.py: skipped where buildah/podman/debootstrap/runc (or root) are
 missing, required when LLAMA_EKS_IMAGE_TEST=required (.ci/run). Both images build on the same cached
@@ -95,6 +96,9 @@ def ui(env: dict[str, str], image: imagekit.BuiltImage, model_server: Server) ->
         volumes={},
         environment={"CHAT_UI_MODEL_URL": model_server.url, "CHAT_UI_MAX_TOKENS": "8"},
         spec=imagekit.CHAT_UI,
+        # As restricted Pod Security runs it: read-only root file system, only /tmp writable (an emptyDir
+        # in the cluster; Gradio keeps its temp dir there).
+        options=("--read-only", "--read-only-tmpfs=false", "--tmpfs", "/tmp:rw,size=64m"),
     )
     url = f"http://127.0.0.1:{port}"
     try:
