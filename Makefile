@@ -50,7 +50,7 @@ lint: $(VENV)/.stamp-cdk  ## ruff: lint and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-types: $(VENV)/.stamp-cdk  ## mypy on config, charts, stacks, model_server, chat_ui (MYPY_PACKAGES)
+types: $(DEPS)  ## mypy on config, charts, stacks, model_server, chat_ui (MYPY_PACKAGES)
 	$(BIN)/mypy $(MYPY_PACKAGES)
 
 check: lint types test  ## lint + types + every test: what CI runs (.ci/run)
