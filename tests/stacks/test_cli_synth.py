@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from tests.stacks.conftest import CLI_ARGS, CLI_RUN_KEY, CliRun
+from tests.stacks.conftest import ADMIN, CLI_ARGS, CLI_RUN_KEY, CliRun
 
 
 def test_offline_synth_with_environment_and_key_override(cli_synth: CliRun) -> None:
@@ -20,6 +20,8 @@ def test_offline_synth_with_environment_and_key_override(cli_synth: CliRun) -> N
         "-c",
         "env=prod",
         "-c",
+        f"cluster.adminPrincipalArns={ADMIN}",
+        "-c",
         "cluster.kubernetesVersion=1.34",
         "-c",
         "compute.systemNodegroup.maxSize=4",
@@ -28,6 +30,12 @@ def test_offline_synth_with_environment_and_key_override(cli_synth: CliRun) -> N
     (eks,) = [r for r in cluster["Resources"].values() if r["Type"] == "AWS::EKS::Cluster"]
     assert eks["Properties"]["Name"] == "llama-eks-prod"
     assert eks["Properties"]["Version"] == "1.34"
+    # production (cdk.json's prod): private API endpoint, the configured admin's access entry
+    assert eks["Properties"]["ResourcesVpcConfig"]["EndpointPublicAccess"] is False
+    entries = [r for r in cluster["Resources"].values() if r["Type"] == "AWS::EKS::AccessEntry"]
+    assert [
+        e["Properties"]["PrincipalArn"] for e in entries if isinstance(e["Properties"]["PrincipalArn"], str)
+    ] == [ADMIN]
     system = [
         r
         for r in cluster["Resources"].values()
