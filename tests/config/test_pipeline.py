@@ -280,14 +280,19 @@ INTERNET = {
     "inference.exposure.scheme": "internet-facing",
     "inference.exposure.sourceRanges": ["203.0.113.0/24"],
 }
+#: A production cluster API with a public endpoint (its default is private).
+PUBLIC_API = {"cluster.endpointAccess": "publicAndPrivate", "cluster.publicAccessCidrs": "198.51.100.0/24"}
 
 
 @pytest.mark.parametrize(
     ("via", "overrides", "expected"),
     [
-        ("auto", {}, "kubernetes-api"),
+        # prod's defaults: internal NLB, private API endpoint -> from inside the VPC
+        ("auto", {}, "vpc"),
+        ("vpc", {}, "vpc"),
+        ("vpc", PUBLIC_API, "vpc"),
         ("auto", INTERNET, "endpoint"),
-        ("kubernetesApi", INTERNET, "kubernetes-api"),
+        ("kubernetesApi", PUBLIC_API, "kubernetes-api"),
         ("endpoint", INTERNET, "endpoint"),
     ],
 )
@@ -318,23 +323,38 @@ def test_smoke_off_means_no_access() -> None:
             {"via": "endpoint"},
             {},
             "Invalid config 'pipeline.smokeTest.via': 'endpoint'. "
-            "Allowed: 'auto' or 'kubernetesApi' for stage 'prod': its NLB is internal "
-            "(inference.exposure.scheme), CodeBuild cannot reach it.",
+            "Allowed: 'auto' or 'vpc' for stage 'prod': its NLB is internal (inference.exposure.scheme), the "
+            "pipeline's CodeBuild outside the VPC cannot reach it.",
         ),
         (
+            {"via": "kubernetesApi"},
             {},
-            {"cluster.endpointAccess": "private"},
-            "Invalid config 'pipeline.smokeTest.enabled': True. "
-            "Allowed: false for stage 'prod': its cluster API is private (cluster.endpointAccess) and its "
-            "NLB internal, so CodeBuild outside the VPC reaches "
-            "neither.",
+            "Invalid config 'pipeline.smokeTest.via': 'kubernetesApi'. "
+            "Allowed: 'auto' or 'vpc' for stage 'prod': its cluster API is private (cluster.endpointAccess), "
+            "the pipeline's CodeBuild outside the VPC cannot reach it.",
+        ),
+        (
+            {"via": "vpc"},
+            INTERNET,
+            "Invalid config 'pipeline.smokeTest.via': 'vpc'. "
+            "Allowed: 'auto' or 'endpoint' for stage 'prod': its NLB is internet-facing "
+            "(inference.exposure.scheme), reached from the VPC only through the NAT gateways' addresses, "
+            "which its source ranges do not name.",
+        ),
+        (
+            {"via": "kubernetesApi"},
+            {**PUBLIC_API, "inference.apiKey.enabled": True},
+            "Invalid config 'pipeline.smokeTest.via': 'kubernetesApi'. "
+            "Allowed: 'auto' or 'vpc' (or 'endpoint' with an internet-facing NLB) for stage 'prod': "
+            "inference.apiKey.enabled needs the bearer header, which the API server's proxy does not pass "
+            "on.",
         ),
         (
             {},
             {"inference.apiKey.enabled": True},
-            "Invalid config 'pipeline.smokeTest.via': 'auto'. "
-            "Allowed: 'endpoint' (with an internet-facing NLB) for stage 'prod': inference.apiKey.enabled "
-            "needs the bearer header, which the API server's proxy does not pass on.",
+            "Invalid config 'pipeline.smokeTest.apiKeySecretArn': None. "
+            "Allowed: a Secrets Manager secret ARN holding the API key of stage 'prod' "
+            "(inference.apiKey.enabled).",
         ),
         (
             {},
@@ -347,7 +367,7 @@ def test_smoke_off_means_no_access() -> None:
             {"via": "ssh"},
             {},
             "Invalid config 'pipeline.smokeTest.via': 'ssh'. Allowed: one of ['auto', 'endpoint', "
-            "'kubernetesApi'].",
+            "'kubernetesApi', 'vpc'].",
         ),
         (
             {"apiKeySecretArn": "my-key"},

@@ -16,7 +16,7 @@ from tests.stacks.conftest import ADMIN, CLI_ARGS, CLI_RUN_KEY, CliRun
 def test_offline_synth_with_environment_and_key_override(cli_synth: CliRun) -> None:
     returncode, stderr = cli_synth.wait()
     assert returncode == 0, stderr[-3000:]
-    assert CLI_ARGS == (
+    assert (
         "-c",
         "env=prod",
         "-c",
@@ -25,7 +25,7 @@ def test_offline_synth_with_environment_and_key_override(cli_synth: CliRun) -> N
         "cluster.kubernetesVersion=1.34",
         "-c",
         "compute.systemNodegroup.maxSize=4",
-    )
+    ) == CLI_ARGS
     cluster = json.loads((cli_synth.outdir / "Cluster.template.json").read_text())
     (eks,) = [r for r in cluster["Resources"].values() if r["Type"] == "AWS::EKS::Cluster"]
     assert eks["Properties"]["Name"] == "llama-eks-prod"

@@ -38,9 +38,9 @@ def test_main_exits_with_the_config_error() -> None:
         main(cdk.App(context={**cdk_json_context(), "cluster.kubernetesVersion": "1.31"}))
     assert str(exit_info.value) == (
         "cdk.json / -c context: Invalid config 'cluster.kubernetesVersion': '1.31'. Allowed: one of "
-        "['1.32', '1.33', '1.34', '1.35', '1.36'] (a string): EKS extended support for 1.31 ended 2026-11-26, "
-        "EKS no longer creates 1.31 clusters and upgrades existing ones; an existing cluster moves one minor "
-        "version at a time (a 1.31 cluster: set the next one)."
+        "['1.32', '1.33', '1.34', '1.35', '1.36'] (a string): EKS extended support for 1.31 ended "
+        "2026-11-26, EKS no longer creates 1.31 clusters and upgrades existing ones; an existing cluster "
+        "moves one minor version at a time (a 1.31 cluster: set the next one)."
     )
 
 
@@ -50,7 +50,7 @@ def test_main_refuses_a_prod_deploy_nobody_can_administer() -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(cdk.App(context={**cdk_json_context(), "env": "prod"}))
     assert str(exit_info.value).startswith(
-        "cdk.json / -c context: Invalid config 'cluster.adminPrincipalArns': []. Allowed: at least one IAM role "
-        "or user ARN in a production environment (`production: true`; nobody else gets kubectl access): find "
-        "yours with `aws sts get-caller-identity`"
+        "cdk.json / -c context: Invalid config 'cluster.adminPrincipalArns': []. Allowed: at least one IAM "
+        "role or user ARN in a production environment (`production: true`; nobody else gets kubectl access): "
+        "find yours with `aws sts get-caller-identity`"
     )
