@@ -258,9 +258,9 @@ class InVpcSmokeTest(Construct):
             ),
         )
 
-        self._acknowledge(stack)
+        self._acknowledge(stack, smoke.api_key_secret_arn)
 
-    def _acknowledge(self, stack: cdk.Stack) -> None:
+    def _acknowledge(self, stack: cdk.Stack, api_key_secret_arn: str | None) -> None:
         """cdk-nag findings on what codebuild.Project generates for a VPC project, with why each is right."""
         project = self.project
         acknowledge(
@@ -289,6 +289,13 @@ class InVpcSmokeTest(Construct):
             "ec2:CreateNetworkInterfacePermission for the build's network interface, whose id is not known "
             "before the build; conditioned on the private subnets and the CodeBuild service",
         )
+        if api_key_secret_arn:
+            acknowledge(
+                project,
+                f"AwsSolutions-IAM5[Resource::{api_key_secret_arn}*]",
+                "read access to the one secret pipeline.smokeTest.apiKeySecretArn names (the service's API "
+                "key); CodeBuild's trailing wildcard matches the suffix Secrets Manager adds to secret names",
+            )
         name = stack.resolve(stack.get_logical_id(project.node.default_child))
         own = (
             f"CodeBuild writes this project's logs and test reports under names it derives from the project "

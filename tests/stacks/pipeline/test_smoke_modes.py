@@ -1,14 +1,15 @@
-"""``pipeline.smokeTest.via: kubernetesApi`` with the real stage (dev: public API endpoint): the smoke-test
-role gets an access entry scoped to the service's namespace, and the step goes through the API server's
-proxy."""
+"""The smoke test's other settings with the real dev stage: ``via: kubernetesApi`` (dev has the public API
+endpoint: the smoke-test role gets an access entry scoped to the service's namespace, the step goes through
+the API server's proxy), and the in-VPC project of a service with an API key."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from aws_cdk.assertions import Template
+from aws_cdk.assertions import Match, Template
 
+from tests.helpers.cfn import AWS_SOLUTIONS, unacknowledged
 from tests.stacks.pipeline.conftest import (
     DEV_ACCOUNT,
     PIPELINE_SECTION,
@@ -62,3 +63,51 @@ def test_role_may_edit_only_the_service_namespace(through_the_api: PipelineSynth
     assert json.dumps(policy["PolicyArn"]).endswith(':eks::aws:cluster-access-policy/AmazonEKSEditPolicy"]]}')
     assert entry["Properties"]["PrincipalArn"] == {"Fn::GetAtt": ["Role1ABCC5F0", "Arn"]}
     t.resource_count_is("AWS::CodeBuild::Project", 0)  # no in-VPC project in this mode
+
+
+API_KEY_SECRET = "arn:aws:secretsmanager:us-west-2:111111111111:secret:llama-api-key-AbCdEf"
+
+
+@pytest.fixture(scope="module")
+def with_api_key(tmp_path_factory: pytest.TempPathFactory) -> PipelineSynth:
+    section = {
+        **PIPELINE_SECTION,
+        "stages": ["dev"],
+        "approvalStages": [],
+        "smokeTest": {"apiKeySecretArn": API_KEY_SECRET},
+    }
+    context = pipeline_context(section, **{"inference.apiKey.enabled": True})
+    return synth_pipeline(tmp_path_factory.mktemp("api-key"), context)
+
+
+def test_in_vpc_project_sends_the_api_key_from_secrets_manager(with_api_key: PipelineSynth) -> None:
+    template = with_api_key.stage_templates("Dev")["SmokeTest"]
+    (project,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::CodeBuild::Project"]
+    env = {e["Name"]: e for e in project["Properties"]["Environment"]["EnvironmentVariables"]}
+    assert env["LLAMA_API_KEY"] == {
+        "Name": "LLAMA_API_KEY",
+        "Type": "SECRETS_MANAGER",
+        "Value": API_KEY_SECRET,
+    }
+    read_key = {
+        "Action": "secretsmanager:GetSecretValue",
+        "Effect": "Allow",
+        "Resource": f"{API_KEY_SECRET}*",
+    }
+    Template.from_json(template).has_resource_properties(
+        "AWS::IAM::Policy", {"PolicyDocument": {"Statement": Match.array_with([read_key])}}
+    )
+    # The pipeline's own step does not hold the key in this mode: the stage's project reads it.
+    (step,) = [
+        r
+        for lid, r in with_api_key.template["Resources"].items()
+        if r["Type"] == "AWS::CodeBuild::Project" and lid.startswith("PipelineDevSmokeTest")
+    ]
+    names = {e["Name"] for e in step["Properties"]["Environment"]["EnvironmentVariables"]}
+    assert "LLAMA_API_KEY" not in names
+
+
+def test_in_vpc_smoke_stack_has_no_unacknowledged_findings(with_api_key: PipelineSynth) -> None:
+    assert [
+        str(f) for f in unacknowledged(with_api_key.findings, AWS_SOLUTIONS, "Pipeline/Dev/SmokeTest")
+    ] == []
