@@ -142,6 +142,12 @@ class ClusterConfig(ConfigModel):
             "defaultDoc": '`["0.0.0.0/0"]` with `publicAndPrivate` outside `production`, else `[]`'
         },
     )
+    private_access_cidrs: Annotated[tuple[Cidr, ...], CommaSeparated, Unique] = Field(
+        (),
+        description="Clients of the private API endpoint besides the nodes: networks that reach the VPC "
+        "through a VPN, Direct Connect, a transit gateway or peering (the cluster security group admits "
+        "HTTPS from them). How people reach a `private` endpoint: the runbook's 'kubectl access'.",
+    )
     logging: Annotated[tuple[LogType, ...], CommaSeparated, Unique] = Field(
         LOG_TYPES, description="Control-plane log types sent to CloudWatch Logs."
     )

@@ -35,6 +35,7 @@ class EksControlPlane(Construct):
       entry, and the kubectl handler's role one of its own (aws_eks_v2). Nobody else: the creator-admin
       bootstrap is off, because the "creator" of a CloudFormation-made cluster is the CloudFormation
       execution role, which only cloudformation.amazonaws.com can assume.
+    - ``config.private_access_cidrs`` may reach the private endpoint (HTTPS into the cluster security group).
     - The control-plane log group ``/aws/eks/<name>/cluster`` is EKS's (:class:`ControlPlaneLogGroup`).
     - The kubectl handler runs in the private subnets (private endpoint access is always on), with the
       kubectl layer matching ``config.kubernetes_version``.
@@ -92,6 +93,10 @@ class EksControlPlane(Construct):
             support_type=config.support_type.upper()
         )
         cfn_cluster.deletion_protection = config.deletion_protection
+        for cidr in config.private_access_cidrs:
+            self.cluster.cluster_security_group.add_ingress_rule(
+                ec2.Peer.ipv4(cidr), ec2.Port.tcp(443), f"kubectl from {cidr} to the private API endpoint"
+            )
         self._acknowledge_cdk_managed_findings()
         for arn in config.admin_principal_arns:
             self.cluster.grant_access(

@@ -362,7 +362,8 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
         {"cluster.kubernetesVersoin": "1.34"},
         "Invalid config 'cluster.kubernetesVersoin': '1.34'. Allowed: known keys of 'cluster' are "
         "['adminPrincipalArns', 'deletionProtection', 'endpointAccess', 'kubernetesVersion', "
-        "'logRetentionDays', 'logging', 'managedAddons', 'name', 'publicAccessCidrs', 'supportType'].",
+        "'logRetentionDays', 'logging', 'managedAddons', 'name', 'privateAccessCidrs', 'publicAccessCidrs', "
+        "'supportType'].",
     ),
     (
         "typo in a section of a dotted key",

@@ -27,6 +27,8 @@ ADMINS = (ADMIN, BREAK_GLASS, SSO_ADMIN, USER_ADMIN)
 VARIANT = {
     "env": "prod",  # production: the API endpoint is private by default
     "cluster.adminPrincipalArns": ",".join(ADMINS),
+    # people on the corporate VPN reach the private endpoint
+    "cluster.privateAccessCidrs": "172.16.0.0/12",
     # In extended support on TEST_TODAY: the support warning.
     "cluster.kubernetesVersion": "1.32",
     "cluster.logging": "api,audit",

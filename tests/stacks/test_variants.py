@@ -165,3 +165,23 @@ def test_interface_endpoints_accept_https_from_the_vpc_only(variant: Synthesized
 def test_support_warning_is_in_the_validation_report(variant: Synthesized) -> None:
     notes = [f for f in variant.findings if "kubernetesVersionSupport" in f.rule]
     assert notes and all(f.severity == "warning" for f in notes)
+
+
+def test_private_endpoint_admits_the_configured_client_networks(variant: Synthesized) -> None:
+    resources = variant.template("Cluster")["Resources"]
+    cluster_id = next(k for k, v in resources.items() if v["Type"] == "AWS::EKS::Cluster")
+    rules = [
+        v["Properties"]
+        for v in resources.values()
+        if v["Type"] == "AWS::EC2::SecurityGroupIngress" and "CidrIp" in v["Properties"]
+    ]
+    assert rules == [
+        {
+            "CidrIp": "172.16.0.0/12",
+            "Description": "kubectl from 172.16.0.0/12 to the private API endpoint",
+            "FromPort": 443,
+            "GroupId": {"Fn::GetAtt": [cluster_id, "ClusterSecurityGroupId"]},
+            "IpProtocol": "tcp",
+            "ToPort": 443,
+        }
+    ]
