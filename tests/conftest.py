@@ -100,3 +100,52 @@ def synth_app(
 def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """The default app (cdk.json, env dev), synthesized once with cdk-nag."""
     return synth_app(tmp_path_factory.mktemp("cdk.out"))
+
+
+ADMIN = "arn:aws:iam::111111111111:role/platform-admin"
+BREAK_GLASS = "arn:aws:iam::111111111111:role/ops/break-glass"
+#: An IAM Identity Center permission set's role, path included (as `aws iam get-role` prints it).
+SSO_ADMIN = (
+    "arn:aws:iam::111111111111:role/aws-reserved/sso.amazonaws.com/us-west-2/"
+    "AWSReservedSSO_AdministratorAccess_0123456789abcdef"
+)
+USER_ADMIN = "arn:aws:iam::111111111111:user/alice"
+ADMINS = (ADMIN, BREAK_GLASS, SSO_ADMIN, USER_ADMIN)
+
+#: The second configuration: everything the default does not exercise, in one more synth (tests/infra,
+#: tests/helm).
+VARIANT = {
+    "env": "prod",  # production: the API endpoint is private by default
+    "cluster.adminPrincipalArns": ",".join(ADMINS),
+    # people on the corporate VPN reach the private endpoint
+    "cluster.privateAccessCidrs": "172.16.0.0/12",
+    # In extended support on TEST_TODAY: the support warning.
+    "cluster.kubernetesVersion": "1.32",
+    "cluster.logging": "api,audit",
+    # GPU capacity from the managed nodegroup (seed ch5), whatever the default is.
+    "compute.gpuCapacity": "nodegroup",
+    "compute.systemNodegroup.amiType": "BOTTLEROCKET_X86_64",
+    # Karpenter in its own namespace: release, service account and Pod Identity follow (tests/helm).
+    "addons.karpenter.namespace": "karpenter",
+}
+
+#: The GPU-nodegroup alternative to the Karpenter default (seed ch5): managed GPU nodegroup, Karpenter
+#: off, metrics in Amazon Managed Prometheus (the other add-on switches, in the same synth).
+ALTERNATIVE = {
+    "compute.gpuCapacity": "nodegroup",
+    "addons.karpenter.enabled": False,
+    "addons.metrics.backend": "amp",
+}
+
+
+@pytest.fixture(scope="session")
+def variant(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """Prod (private endpoint), admin principals, Kubernetes 1.32, GPU nodegroup, Bottlerocket system nodes,
+    Karpenter in namespace ``karpenter``."""
+    return synth_app(tmp_path_factory.mktemp("variant"), VARIANT)
+
+
+@pytest.fixture(scope="session")
+def alternative(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """The nodegroup/AMP alternative (:data:`ALTERNATIVE`)."""
+    return synth_app(tmp_path_factory.mktemp("cdk.out.alternative"), ALTERNATIVE)

@@ -460,14 +460,23 @@ def test_every_supported_version_has_its_own_kubectl_layer_package() -> None:
         assert info.al2023_release.startswith(f"{version}.")
 
 
-def test_default_is_the_newest_version_in_standard_support_with_helm_3() -> None:
+def test_default_is_in_standard_support_and_one_behind_the_newest() -> None:
     today = datetime.date(2026, 11, 23)
     standard = [v for v, i in KUBERNETES_VERSIONS.items() if i.status(today) is SupportStatus.STANDARD]
     assert standard == ["1.34", "1.35", "1.36"]
-    # 1.36's kubectl layer ships Helm 4: one key away, not the default.
-    assert KUBERNETES_VERSIONS["1.36"].helm_major == 4
-    helm3 = [v for v in standard if KUBERNETES_VERSIONS[v].helm_major == 3]
-    assert helm3[-1] == DEFAULT_KUBERNETES_VERSION == "1.35"
+    # 1.36 is one key away; moving the default upgrades every cluster that does not pin a version.
+    assert DEFAULT_KUBERNETES_VERSION == "1.35" == standard[-2]
+
+
+def test_helm_of_each_kubectl_layer() -> None:
+    # The helm binary the kubectl handler runs (tests/helm renders with the same one).
+    assert {v: i.helm_major for v, i in KUBERNETES_VERSIONS.items()} == {
+        "1.32": 3,
+        "1.33": 4,
+        "1.34": 4,
+        "1.35": 4,
+        "1.36": 4,
+    }
 
 
 @pytest.mark.parametrize(

@@ -11,38 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Synthesized, synth_app
+# The variant synth is shared with tests/helm, hence defined in tests/conftest.py.
+from tests.conftest import ADMIN, ADMINS, BREAK_GLASS, REPO, VARIANT
 
-ADMIN = "arn:aws:iam::111111111111:role/platform-admin"
-BREAK_GLASS = "arn:aws:iam::111111111111:role/ops/break-glass"
-#: An IAM Identity Center permission set's role, path included (as `aws iam get-role` prints it).
-SSO_ADMIN = (
-    "arn:aws:iam::111111111111:role/aws-reserved/sso.amazonaws.com/us-west-2/"
-    "AWSReservedSSO_AdministratorAccess_0123456789abcdef"
-)
-USER_ADMIN = "arn:aws:iam::111111111111:user/alice"
-ADMINS = (ADMIN, BREAK_GLASS, SSO_ADMIN, USER_ADMIN)
-
-#: The second configuration: everything the default does not exercise, in one more synth.
-VARIANT = {
-    "env": "prod",  # production: the API endpoint is private by default
-    "cluster.adminPrincipalArns": ",".join(ADMINS),
-    # people on the corporate VPN reach the private endpoint
-    "cluster.privateAccessCidrs": "172.16.0.0/12",
-    # In extended support on TEST_TODAY: the support warning.
-    "cluster.kubernetesVersion": "1.32",
-    "cluster.logging": "api,audit",
-    # GPU capacity from the managed nodegroup (seed ch5), whatever the default is.
-    "compute.gpuCapacity": "nodegroup",
-    "compute.systemNodegroup.amiType": "BOTTLEROCKET_X86_64",
-}
-
-
-@pytest.fixture(scope="session")
-def variant(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    """Prod (private endpoint), admin roles, Kubernetes 1.32, GPU nodegroup, Bottlerocket system nodes."""
-    return synth_app(tmp_path_factory.mktemp("variant"), VARIANT)
-
+__all__ = ["ADMIN", "ADMINS", "BREAK_GLASS", "VARIANT"]
 
 # ---------------------------------------------------------------- the real CDK CLI, in the background
 
