@@ -122,8 +122,10 @@ VARIANT = {
     # In extended support on TEST_TODAY: the support warning.
     "cluster.kubernetesVersion": "1.32",
     "cluster.logging": "api,audit",
-    # GPU capacity from the managed nodegroup (seed ch5), whatever the default is.
+    # GPU capacity from the managed nodegroup (seed ch5), whatever the default is; one node per replica
+    # of env=prod's two (no spare node: pods are replaced in place during a rollout).
     "compute.gpuCapacity": "nodegroup",
+    "compute.gpuNodegroup.desiredSize": 2,
     "compute.systemNodegroup.amiType": "BOTTLEROCKET_X86_64",
     # Karpenter in its own namespace: release, service account and Pod Identity follow (tests/helm).
     "addons.karpenter.namespace": "karpenter",

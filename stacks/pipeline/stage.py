@@ -24,7 +24,6 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
-from charts.inference import SERVICE_PORT
 from config import AppConfig
 from config.names import SEED_PREDICT_BODY
 from stacks.cluster.stack import ClusterStack
@@ -128,7 +127,7 @@ class LlamaStage(cdk.Stage):
                 "LLAMA_SMOKE_ROLE_ARN": role_arn,
                 "LLAMA_NAMESPACE": inference.namespace,
                 "LLAMA_SERVICE": inference.service_name,
-                "LLAMA_SERVICE_PORT": str(SERVICE_PORT),
+                "LLAMA_SERVICE_PORT": str(inference.exposure.port),
             },
             assume_role_arn=role_arn,
         )
@@ -332,7 +331,8 @@ def _partition(region: str) -> str:
 
 
 def endpoint_output(stacks: Any) -> cdk.CfnOutput | None:
-    """The inference stack's ``EndpointHostname`` CfnOutput, if this build has an inference stack."""
+    """The inference stack's ``EndpointUrl`` CfnOutput (``http://`` or, with TLS, ``https://``), if this build
+    has an inference stack."""
     inference = getattr(stacks, "inference", None)
-    output = inference.node.try_find_child("EndpointHostname") if isinstance(inference, Construct) else None
+    output = inference.node.try_find_child("EndpointUrl") if isinstance(inference, Construct) else None
     return output if isinstance(output, cdk.CfnOutput) else None

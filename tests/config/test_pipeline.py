@@ -276,12 +276,17 @@ def _stage(pipeline_changes: dict[str, Any], **overrides: Any) -> tuple[Any, Any
     return load_config({**context, "env": "prod"}), load_pipeline_config(context)
 
 
+#: Internet-facing as env=prod allows it (TLS); the API key is on there by default.
 INTERNET = {
     "inference.exposure.scheme": "internet-facing",
     "inference.exposure.sourceRanges": ["203.0.113.0/24"],
+    "inference.exposure.certificateArn": (
+        "arn:aws:acm:us-west-2:111111111111:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
+    ),
 }
 #: A production cluster API with a public endpoint (its default is private).
 PUBLIC_API = {"cluster.endpointAccess": "publicAndPrivate", "cluster.publicAccessCidrs": "198.51.100.0/24"}
+API_KEY_SECRET = "arn:aws:secretsmanager:us-west-2:111111111111:secret:llama-api-key-AbCdEf"
 
 
 @pytest.mark.parametrize(
@@ -299,7 +304,7 @@ PUBLIC_API = {"cluster.endpointAccess": "publicAndPrivate", "cluster.publicAcces
 def test_smoke_via(via: str, overrides: dict[str, Any], expected: str) -> None:
     from stacks.pipeline.compose import smoke_access
 
-    config, pipeline = _stage({"smokeTest": {"via": via}}, **overrides)
+    config, pipeline = _stage({"smokeTest": {"via": via, "apiKeySecretArn": API_KEY_SECRET}}, **overrides)
     access = smoke_access("prod", config, pipeline)
     assert access is not None
     assert (access.via, access.pipeline_account, access.pipeline_name) == (
@@ -355,6 +360,15 @@ def test_smoke_off_means_no_access() -> None:
             "Invalid config 'pipeline.smokeTest.apiKeySecretArn': None. "
             "Allowed: a Secrets Manager secret ARN holding the API key of stage 'prod' "
             "(inference.apiKey.enabled).",
+        ),
+        (
+            # Internet-facing turns the API key on: the API server's proxy cannot carry it.
+            {"via": "kubernetesApi"},
+            {**INTERNET, **PUBLIC_API},
+            "Invalid config 'pipeline.smokeTest.via': 'kubernetesApi'. "
+            "Allowed: 'auto' or 'vpc' (or 'endpoint' with an internet-facing NLB) for stage 'prod': "
+            "inference.apiKey.enabled "
+            "needs the bearer header, which the API server's proxy does not pass on.",
         ),
         (
             {},

@@ -271,6 +271,9 @@ def test_gpu_nodegroup_matches_seed_chapter_5(gpu_resources: dict[str, Any]) -> 
     assert props["NodegroupName"] == "eks-gpu-mng"
     assert props["AmiType"] == "AL2023_x86_64_NVIDIA"
     assert props["InstanceTypes"] == ["g6.2xlarge"]
+    # Production's defaults instead of seed ch5's 0/1/2: two serving nodes at least (one per prod replica,
+    # over the zones), one more for updates.
+    assert props["ScalingConfig"] == {"MinSize": 2, "DesiredSize": 2, "MaxSize": 3}
     assert props["Taints"] == [{"Effect": "NO_SCHEDULE", "Key": "nvidia.com/gpu", "Value": "true"}]
     assert props["Labels"] == {"llama-eks/node-class": "gpu"}
 

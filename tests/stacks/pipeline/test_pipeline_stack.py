@@ -246,7 +246,7 @@ def test_smoke_test_follows_each_stage_deploy_from_inside_the_vpc(pipeline_synth
         assert f"{prefix}-smoke-test" in {a["Configuration"]["StackName"] for a in deploys}
         (inference_deploy,) = [a for a in deploys if a["Name"] == f"{prefix}-inference.Deploy"]
         env = {e["name"]: e["value"] for e in json.loads(smoke["Configuration"]["EnvironmentVariables"])}
-        assert env == {"LLAMA_ENDPOINT": f"#{{{inference_deploy['Namespace']}.EndpointHostname}}"}
+        assert env == {"LLAMA_ENDPOINT": f"#{{{inference_deploy['Namespace']}.EndpointUrl}}"}
         role_arn = f"arn:aws:iam::{account}:role/{prefix}-smoke-test"
         (project,) = [
             r
