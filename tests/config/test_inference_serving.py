@@ -18,7 +18,7 @@ TWO_REPLICAS = (
 )
 
 
-#: Production refuses a cluster nobody can administer (tests/config/test_cluster.py); not what these tests are about.
+#: Production refuses a cluster nobody can administer (tests/config/test_cluster.py): beside the point here.
 ADMIN = {"cluster.adminPrincipalArns": "arn:aws:iam::111111111111:role/platform-admin"}
 
 
