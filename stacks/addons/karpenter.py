@@ -6,7 +6,7 @@ Everything here mirrors Karpenter's official getting-started template for v1.14
 * controller role through EKS Pod Identity with the template's six policies (``karpenter_iam``);
 * node role with the template's four managed policies and an ``EC2_LINUX`` access entry;
 * interruption queue (SSE, 300 s retention, the template's queue policy) and five EventBridge rules;
-* Helm releases ``karpenter-crd`` and ``karpenter`` from ``oci://public.ecr.aws/karpenter``;
+* Helm releases ``karpenter-crd`` (owns the CRDs) and ``karpenter`` from ``oci://public.ecr.aws/karpenter``;
 * EC2NodeClass + NodePools (``charts/karpenter.py``) applied after the controller, so that on
   ``cdk destroy`` they are deleted while Karpenter still runs and can terminate the nodes it launched.
 """
@@ -203,7 +203,8 @@ class KarpenterController(Construct):
             version=config.version,
             namespace=config.namespace,
             release="karpenter-crd",
-            timeout=Duration.minutes(5),
+            # CRDs only, no pods to wait for.
+            timeout=Duration.minutes(3),
         )
         controller_release = HelmRelease(
             chart="karpenter",
@@ -211,12 +212,16 @@ class KarpenterController(Construct):
             version=config.version,
             namespace=config.namespace,
             release="karpenter",
-            skip_crds=True,
             # Two replicas on the system nodes; image pulls from public ECR.
-            timeout=Duration.minutes(10),
+            timeout=Duration.minutes(5),
         )
-        # karpenter-crd owns the CRDs so that `helm upgrade` updates them (a chart's crds/ folder is only
-        # installed once); the controller chart skips its copy.
+        # One owner of the CRDs: karpenter-crd ships them as templates, so every `helm upgrade` of it
+        # updates them (and its uninstall removes them, after the controller). The controller chart also
+        # carries them in its crds/ folder, and the kubectl handler cannot skip that folder (aws-eks-v2
+        # reads HelmChart's skipCrds but never passes --skip-crds to Helm). It does not need to: Helm
+        # creates a crds/ folder only on install and skips every CRD that already exists, and never
+        # touches it on upgrade. Installing karpenter-crd first (the dependency below) makes the
+        # controller's copy a no-op on every deploy.
         self.crds = crd_release.install(self, "CrdChart", ctx.cluster, values={})
         self.chart = controller_release.install(
             self,

@@ -29,8 +29,9 @@ RELEASE = HelmRelease(
     version=KUBE_PROMETHEUS_STACK_CHART,
     namespace=NAMESPACE,
     release=PROMETHEUS_RELEASE,
-    # Ten large CRDs plus operator, Prometheus, Alertmanager, Grafana, node-exporter: the longest release.
-    timeout=Duration.minutes(15),
+    # Ten large CRDs, admission-webhook jobs, operator, Grafana, kube-state-metrics, node-exporter: the
+    # longest release (Prometheus and Alertmanager are the operator's StatefulSets; Helm does not wait).
+    timeout=Duration.minutes(6),
 )
 
 
