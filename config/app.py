@@ -14,12 +14,20 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, Strict, ValidationInfo, field_validator, model_validator
 
-from .addons import AddonsConfig, karpenter_compatibility_problem
+from .addons import (
+    INTERRUPTION_REACTION_SECONDS,
+    SPOT_DRAIN_SECONDS,
+    SPOT_NOTICE_SECONDS,
+    AddonsConfig,
+    disrupted_at_once,
+    duration_seconds,
+    karpenter_compatibility_problem,
+)
 from .base import ACCOUNT_PATTERN, ConfigModel, Given, Region, StrMap, with_defaults
 from .cluster import ClusterConfig
 from .compute import ComputeConfig, GpuCapacity
 from .errors import ConfigError, Invalid, matches, raise_all
-from .inference import InferenceConfig, addon_problems
+from .inference import Accelerator, Autoscaler, InferenceConfig, addon_problems
 from .network import DEFAULT_REGION, NetworkConfig, default_availability_zones
 
 #: Top-level context keys that hold configuration of one environment (each a JSON object).
@@ -131,8 +139,59 @@ class AppConfig(ConfigModel):
             if problem is not None:
                 problems.append(problem)
         problems += addon_problems(self.inference, self.addons)
+        problems += self._serving_pool_problems()
         raise_all(problems)
         return self
+
+    # --- add-ons area: the Karpenter NodePool that serves inference -------------------------------------
+
+    def _serving_pool_problems(self) -> list[Invalid]:
+        """The NodePool that runs the inference pods must let them drain (spot notice, the node's grace
+        period) and must not disrupt every serving node at once."""
+        karpenter, inference = self.addons.karpenter, self.inference
+        gpu = inference.accelerator is Accelerator.GPU
+        if not karpenter.enabled or (gpu and self.compute.gpu_capacity is not GpuCapacity.KARPENTER):
+            return []
+        if not gpu and not karpenter.general_purpose_pool:
+            return []  # CPU pods on the system nodegroup
+        grace = inference.termination_grace_seconds
+        problems = []
+        # The general-purpose pool always mixes spot and on-demand (charts/karpenter.py).
+        spot = "spot" in karpenter.capacity_types if gpu else True
+        if spot and grace > SPOT_DRAIN_SECONDS:
+            problems.append(
+                Invalid(
+                    f"an integer <= {SPOT_DRAIN_SECONDS} while the serving NodePool uses spot capacity "
+                    f"(a spot interruption gives {SPOT_NOTICE_SECONDS} s notice, "
+                    f"{INTERRUPTION_REACTION_SECONDS} s of it before Karpenter drains the node), or "
+                    "addons.karpenter.capacityTypes ['on-demand']",
+                    key="inference.terminationGracePeriodSeconds",
+                    value=grace,
+                )
+            )
+        node_grace = duration_seconds(karpenter.termination_grace_period)
+        if node_grace < grace:
+            problems.append(
+                Invalid(
+                    f"a duration of at least inference.terminationGracePeriodSeconds ({grace} s): Karpenter "
+                    "deletes pods early so that they end before the node's grace period does",
+                    key="addons.karpenter.terminationGracePeriod",
+                    value=karpenter.termination_grace_period,
+                )
+            )
+        autoscaling = inference.autoscaling
+        serving = inference.replicas if autoscaling.mode is Autoscaler.NONE else autoscaling.min_replicas
+        budget = karpenter.disruption_budget
+        if gpu and serving >= 2 and disrupted_at_once(budget, serving) >= serving:
+            problems.append(
+                Invalid(
+                    f"a budget that disrupts fewer than {serving} nodes at once (the serving replicas' GPU "
+                    f"nodes), such as 1: {budget!r} may take every serving node together",
+                    key="addons.karpenter.disruptionBudget",
+                    value=budget,
+                )
+            )
+        return problems
 
     @property
     def stack_prefix(self) -> str:

@@ -46,3 +46,24 @@ SEED_PREDICT_FILE = Path(__file__).with_name("seed_predict.json")
 SEED_PREDICT_REQUEST: dict[str, str] = json.loads(SEED_PREDICT_FILE.read_text())
 #: The same request as the compact JSON body of the seed's curl.
 SEED_PREDICT_BODY = json.dumps(SEED_PREDICT_REQUEST, separators=(",", ":"))
+
+#: AMI releases of the EKS-optimized Amazon Linux 2023 images are named by date, ``v<YYYYMMDD>``.
+AL2023_RELEASE_PATTERN = r"v\d{8}"
+
+
+def al2023_image_parameter(
+    kubernetes_version: str, release: str, *, arch: str = "x86_64", variant: str = "nvidia"
+) -> str:
+    """The public SSM parameter holding the AMI id of one EKS-optimized AL2023 image: the one place its path
+    format lives (Karpenter's ``al2023@<release>`` alias resolves exactly this parameter; a CloudFormation
+    parameter of type ``AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>`` on it fails a deploy whose pin
+    does not exist). ``release`` is ``v<YYYYMMDD>`` or ``latest`` (the ``recommended`` image);
+    ``variant``: ``standard``, ``nvidia`` or ``neuron``; ``arch``: ``x86_64`` or ``arm64``.
+    """
+    name = (
+        "recommended"
+        if release == "latest"
+        else f"amazon-eks-node-al2023-{arch}-{variant}-{kubernetes_version}-{release}"
+    )
+    prefix = f"/aws/service/eks/optimized-ami/{kubernetes_version}/amazon-linux-2023"
+    return f"{prefix}/{arch}/{variant}/{name}/image_id"

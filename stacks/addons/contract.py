@@ -46,6 +46,8 @@ class AddonContext:
 
     cluster: eks.Cluster
     cluster_name: str
+    #: ``cluster.kubernetesVersion`` (the AMI parameters of Karpenter's nodes name it).
+    kubernetes_version: str
     vpc: ec2.IVpc
     region: str
     config: AddonsConfig

@@ -73,7 +73,8 @@ def _config_key(field_name: str) -> str:
 class AddonsStack(Stack):
     """Installs the enabled add-ons into ``cluster`` one after another (each waits for the previous).
 
-    ``cluster_name`` must be the literal name (Karpenter's IAM condition keys embed it). The configuration
+    ``cluster_name`` must be the literal name (Karpenter's IAM condition keys embed it),
+    ``kubernetes_version`` the cluster's (Karpenter's AMI parameters name it). The configuration
     is already validated, Karpenter against the Kubernetes version included (config/app.py). ``addons``
     lets tests inject a registry. ``installed`` is what later stacks wait for.
     """
@@ -85,6 +86,7 @@ class AddonsStack(Stack):
         *,
         cluster: eks.Cluster,
         cluster_name: str,
+        kubernetes_version: str,
         vpc: ec2.IVpc,
         config: AddonsConfig,
         system_node_selector: Mapping[str, str],
@@ -104,6 +106,7 @@ class AddonsStack(Stack):
         self.ctx = AddonContext(
             cluster=cluster,
             cluster_name=cluster_name,
+            kubernetes_version=kubernetes_version,
             vpc=vpc,
             region=self.region,
             config=config,

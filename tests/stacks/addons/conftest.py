@@ -19,3 +19,13 @@ ALTERNATIVE = {
 @pytest.fixture(scope="session")
 def alternative(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     return synth_app(tmp_path_factory.mktemp("cdk.out.alternative"), ALTERNATIVE)
+
+
+#: env=prod as shipped (cdk.json), plus what prod requires of the user (an admin principal).
+PROD = {"env": "prod", "cluster.adminRoleArns": "arn:aws:iam::111111111111:role/platform-admin"}
+
+
+@pytest.fixture(scope="session")
+def prod(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """env=prod with Karpenter (its default GPU capacity): the add-ons' safe production defaults."""
+    return synth_app(tmp_path_factory.mktemp("cdk.out.prod"), PROD)

@@ -413,6 +413,7 @@ def test_stack_rejects_an_addon_whose_requirement_is_missing():
             "Addons",
             cluster=None,  # never reached: the contract check runs first
             cluster_name="c",
+            kubernetes_version="1.35",
             vpc=None,
             config=AddonsConfig(),
             system_node_selector={},
