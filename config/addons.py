@@ -248,6 +248,21 @@ class MetricsConfig(ConfigModel):
     retention: Annotated[
         str, Strict(), matches(r"[0-9]+(h|d|w)", "a Prometheus retention such as 24h, 15d or 2w")
     ] = Field("15d", description="How long the in-cluster Prometheus keeps samples.")
+    storage_gib: Int = Field(
+        50,
+        ge=0,
+        le=16384,
+        alias="storageGiB",
+        description="Prometheus's persistent volume (encrypted gp3 through the EBS CSI driver), in GiB; "
+        "Prometheus also stops at 85 % of it (`retentionSize`). `0`: an `emptyDir` that a pod restart "
+        "empties.",
+    )
+    prometheus_memory: Annotated[
+        str, Strict(), matches(r"[1-9][0-9]*(Mi|Gi)", "a memory quantity such as 1536Mi or 2Gi")
+    ] = Field(
+        "2Gi",
+        description="Prometheus's memory request and limit (equal: the scheduler reserves what it may use).",
+    )
     grafana: Bool = Field(
         True,
         description="Grafana in the cluster (only with `kubePrometheusStack`; AMP pairs with Amazon Managed "
@@ -291,6 +306,11 @@ class AddonsConfig(ConfigModel):
     keda: Toggle = Field(
         default_factory=Toggle, description="KEDA (event-driven autoscaling, scale to zero)."
     )
+    ebs_csi_driver: Toggle = Field(
+        default_factory=Toggle,
+        description="Amazon EBS CSI driver (EKS managed add-on, Pod Identity) and the default StorageClass "
+        "`gp3-encrypted`: persistent volumes such as Prometheus's.",
+    )
     metrics: MetricsConfig = Field(
         default_factory=MetricsConfig, description="The metrics stack (table below)."
     )
@@ -303,5 +323,21 @@ class AddonsConfig(ConfigModel):
                 "(its ServiceMonitor needs the Prometheus operator)",
                 key="addons.dcgmExporter.enabled",
                 value=True,
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _storage_needs_the_ebs_csi_driver(self) -> AddonsConfig:
+        metrics = self.metrics
+        if (
+            metrics.backend is not MetricsBackend.NONE
+            and metrics.storage_gib
+            and not self.ebs_csi_driver.enabled
+        ):
+            raise Invalid(
+                "0 (an emptyDir) while addons.ebsCsiDriver.enabled is false (persistent volumes need the "
+                "EBS CSI driver)",
+                key="addons.metrics.storageGiB",
+                value=metrics.storage_gib,
             )
         return self

@@ -21,6 +21,7 @@ from constructs import Construct
 from config import ConfigError
 from config.addons import AddonsConfig
 from stacks.addons.contract import AddonContext, ClusterAddon
+from stacks.addons.ebs_csi import EbsCsiDriverAddon
 from stacks.addons.karpenter import KarpenterAddon
 from stacks.addons.keda import KedaAddon
 from stacks.addons.load_balancer_controller import LoadBalancerControllerAddon
@@ -30,9 +31,11 @@ from stacks.addons.teardown import ClusterTeardown
 
 
 def default_addons() -> list[ClusterAddon]:
-    """Every add-on, in install order (Karpenter first: it provides nodes; the LB controller second:
-    its webhooks intercept Services of the releases after it)."""
+    """Every add-on, in install order: the EBS CSI driver first (so that on destroy it goes last, after the
+    volumes of deleted claims are gone), Karpenter (it provides nodes), the LB controller (its webhooks
+    intercept Services of the releases after it), then the rest."""
     return [
+        EbsCsiDriverAddon(),
         KarpenterAddon(),
         LoadBalancerControllerAddon(),
         MetricsAddon(),
@@ -48,6 +51,7 @@ class InstalledAddons:
     all of it), or None when the configuration switches it off. Field names are the config keys in
     snake_case."""
 
+    ebs_csi_driver: Construct | None = None
     karpenter: Construct | None = None
     load_balancer_controller: Construct | None = None
     metrics: Construct | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 
+import kubernetes_validate
 import pytest
 from aws_cdk.assertions import Match, Template
 
@@ -261,18 +262,22 @@ def test_install_order_is_a_chain_and_nodepools_follow_the_controller(addons, re
     assert one(addons, "AWS::SQS::Queue", "KarpenterInterruptionQueue")[0] in karpenter_deps
 
 
-def test_every_custom_resource_validates_strictly_against_its_crd(addons):
+def test_every_manifest_validates_strictly_against_its_crd_or_the_kubernetes_schema(addons, synthesized):
     docs = [doc for docs in manifests(addons).values() for doc in docs]
     kinds = sorted((d["apiVersion"], d["kind"], d["metadata"]["name"]) for d in docs)
     assert kinds == [
         ("karpenter.k8s.aws/v1", "EC2NodeClass", "default"),
         ("karpenter.sh/v1", "NodePool", "eks-gpu-np"),
         ("monitoring.coreos.com/v1", "ServiceMonitor", "dcgm-exporter"),
+        ("storage.k8s.io/v1", "StorageClass", "gp3-encrypted"),
     ]
     crd_apis = {api for api, _ in served_schemas()}
+    version = synthesized.config.cluster.kubernetes_version
     for doc in docs:
-        assert doc["apiVersion"] in crd_apis
-        validate(doc)
+        if doc["apiVersion"] in crd_apis:
+            validate(doc)
+        else:
+            assert kubernetes_validate.validate(doc, version, strict=True) == version
 
 
 @pytest.mark.parametrize("variant", ["synthesized", "alternative"])
@@ -322,6 +327,7 @@ def test_cdk_nag_is_clean_and_every_acknowledgement_has_a_reason(synthesized):
     acks = [a for a in synthesized.acknowledgements if a.construct_path.startswith("/Addons/")]
     # The reviewed set: a new acknowledgement is a decision to review, not a reflex.
     assert sorted({(a.construct_path, a.rule.split("[")[0]) for a in acks}) == [
+        ("/Addons/EbsCsiDriver/Role", "AwsSolutions-IAM4"),
         ("/Addons/Karpenter/Controller/IamIntegrationPolicy", "AwsSolutions-IAM5"),
         ("/Addons/Karpenter/Controller/NodeLifecyclePolicy", "AwsSolutions-IAM5"),
         ("/Addons/Karpenter/Controller/ResourceDiscoveryPolicy", "AwsSolutions-IAM5"),
