@@ -292,3 +292,15 @@ def test_gate_fails_loading_the_app_config():
             "addons.karpenter.version": "1.8.0",
         }
     )
+
+
+def test_the_runbooks_ami_check_names_the_default_pin():
+    """docs/runbook.md's `aws ssm get-parameter` command checks exactly what the default deploy resolves."""
+    from config.versions import DEFAULT_KUBERNETES_VERSION
+    from tests.conftest import REPO
+
+    runbook = (REPO / "docs" / "runbook.md").read_text()
+    k = KarpenterConfig()
+    assert f"--name {al2023_image_parameter(DEFAULT_KUBERNETES_VERSION, k.ami_version)} " in runbook
+    recommended = al2023_image_parameter(DEFAULT_KUBERNETES_VERSION, "latest")
+    assert f"--name {recommended} " in runbook
