@@ -134,11 +134,16 @@ class MetricsAddon(ClusterAddon):
                 "prometheus": prometheus,
                 # No admin password in the values: the Grafana chart generates one (40 random characters)
                 # into the Secret kube-prometheus-stack-grafana on install and keeps it on upgrades.
-                "grafana": {
-                    "enabled": cfg.grafana,
-                    "nodeSelector": selector,
-                    "resources": _resources("100m", "256Mi", "512Mi"),
-                },
+                # The grafana subchart reads its values only when installed: no dead keys otherwise.
+                "grafana": (
+                    {
+                        "enabled": True,
+                        "nodeSelector": selector,
+                        "resources": _resources("100m", "256Mi", "512Mi"),
+                    }
+                    if cfg.grafana
+                    else {"enabled": False}
+                ),
                 "alertmanager": {
                     "alertmanagerSpec": {
                         "nodeSelector": selector,
