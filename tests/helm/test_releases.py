@@ -137,7 +137,8 @@ KNOWN_DIFFERENCES = {
 
 def test_the_crds_charts_install_are_the_shared_crds(helm_variants) -> None:
     """The app's custom resources are validated against ../shared/crds elsewhere (tests/charts,
-    tests/stacks/addons): those must be what the pinned charts install, apart from :data:`KNOWN_DIFFERENCES`."""
+    tests/stacks/addons): those must be what the pinned charts install, apart from
+    :data:`KNOWN_DIFFERENCES`."""
     installed = helm_variants("default").crd_set.schemas
     shared = served_schemas()
     differ = {
