@@ -14,7 +14,15 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, Strict, ValidationInfo, field_validator, model_validator
 
-from .addons import AddonsConfig, karpenter_compatibility_problem
+from .addons import (
+    INTERRUPTION_REACTION_SECONDS,
+    SPOT_DRAIN_SECONDS,
+    SPOT_NOTICE_SECONDS,
+    AddonsConfig,
+    disrupted_at_once,
+    duration_seconds,
+    karpenter_compatibility_problem,
+)
 from .base import ACCOUNT_PATTERN, PRODUCTION, Bool, ConfigModel, Given, Region, StrMap, with_defaults
 from .cluster import ClusterConfig
 from .cluster import production_problems as cluster_production_problems
@@ -22,14 +30,7 @@ from .compute import KUBERNETES_VERSION_CONTEXT, ComputeConfig, GpuCapacity
 from .compute import production_problems as compute_production_problems
 from .errors import ConfigError, Invalid, matches, raise_all
 from .exposure import exposure_problems
-from .inference import (
-    MAX_SPOT_GRACE_SECONDS,
-    PRODUCTION_MIN_REPLICAS,
-    SPOT_NOTICE_SECONDS,
-    Accelerator,
-    InferenceConfig,
-    addon_problems,
-)
+from .inference import PRODUCTION_MIN_REPLICAS, Accelerator, Autoscaler, InferenceConfig, addon_problems
 from .network import DEFAULT_REGION, NetworkConfig, default_availability_zones
 
 #: Top-level context keys that hold configuration of one environment (each a JSON object).
@@ -173,6 +174,7 @@ class AppConfig(ConfigModel):
                 problems.append(problem)
         problems += addon_problems(self.inference, self.addons)
         problems += self._inference_serving_problems()
+        problems += self._serving_pool_problems()
         # cluster, network, compute (issue 11): what a production environment refuses.
         if self.production:
             problems += cluster_production_problems(self.cluster)
@@ -195,12 +197,12 @@ class AppConfig(ConfigModel):
                     value=fewest,
                 )
             )
-        if inference.termination_grace_seconds > MAX_SPOT_GRACE_SECONDS and self._serving_on_spot():
+        if inference.termination_grace_seconds > SPOT_DRAIN_SECONDS and self._serving_on_spot():
             problems.append(
                 Invalid(
-                    f"an integer <= {MAX_SPOT_GRACE_SECONDS} while the serving capacity can be spot: a spot "
+                    f"an integer <= {SPOT_DRAIN_SECONDS} while the serving capacity can be spot: a spot "
                     f"interruption gives {SPOT_NOTICE_SECONDS} s notice and Karpenter needs about "
-                    f"{SPOT_NOTICE_SECONDS - MAX_SPOT_GRACE_SECONDS} s of it to start the drain (lower "
+                    f"{INTERRUPTION_REACTION_SECONDS} s of it to start the drain (lower "
                     "inference.server.drainTimeoutSeconds or inference.preStopSeconds, or use on-demand "
                     "capacity)",
                     key="inference.terminationGracePeriodSeconds",
@@ -241,6 +243,44 @@ class AppConfig(ConfigModel):
         if karpenter.enabled and karpenter.general_purpose_pool:
             return True  # the general-purpose NodePool takes spot and on-demand (charts/karpenter.py)
         return compute.system_nodegroup.capacity_type == "SPOT"
+
+    # --- add-ons area: the Karpenter NodePool that serves inference -------------------------------------
+
+    def _serving_pool_problems(self) -> list[Invalid]:
+        """The NodePool that runs the inference pods must let them drain (the node's grace period) and must
+        not disrupt every serving node at once."""
+        karpenter, inference = self.addons.karpenter, self.inference
+        gpu = inference.accelerator is Accelerator.GPU
+        if not karpenter.enabled or (gpu and self.compute.gpu_capacity is not GpuCapacity.KARPENTER):
+            return []
+        if not gpu and not karpenter.general_purpose_pool:
+            return []  # CPU pods on the system nodegroup
+        grace = inference.termination_grace_seconds
+        problems = []
+        # The spot notice bounds the grace period too: _inference_serving_problems.
+        node_grace = duration_seconds(karpenter.termination_grace_period)
+        if node_grace < grace:
+            problems.append(
+                Invalid(
+                    f"a duration of at least inference.terminationGracePeriodSeconds ({grace} s): Karpenter "
+                    "deletes pods early so that they end before the node's grace period does",
+                    key="addons.karpenter.terminationGracePeriod",
+                    value=karpenter.termination_grace_period,
+                )
+            )
+        autoscaling = inference.autoscaling
+        serving = inference.replicas if autoscaling.mode is Autoscaler.NONE else autoscaling.min_replicas
+        budget = karpenter.disruption_budget
+        if gpu and serving >= 2 and disrupted_at_once(budget, serving) >= serving:
+            problems.append(
+                Invalid(
+                    f"a budget that disrupts fewer than {serving} nodes at once (the serving replicas' GPU "
+                    f"nodes), such as 1: {budget!r} may take every serving node together",
+                    key="addons.karpenter.disruptionBudget",
+                    value=budget,
+                )
+            )
+        return problems
 
     @property
     def stack_prefix(self) -> str:

@@ -158,19 +158,27 @@ def al2023_release_date(release: str) -> str:
     return f"v{match[3]}"
 
 
+#: The date tag of an EKS-optimized AL2023 AMI release, as Karpenter's ``al2023@<tag>`` alias takes it.
+AL2023_DATE_TAG_PATTERN = r"v\d{8}"
+
+
+def _al2023_folder(kubernetes_version: str, arch: Arch, variant: Variant) -> str:
+    return f"/aws/service/eks/optimized-ami/{kubernetes_version}/amazon-linux-2023/{arch}/{variant}"
+
+
 def al2023_ami_parameter(kubernetes_version: str, arch: Arch, variant: Variant, date_tag: str) -> str:
     """The public SSM parameter holding the image id of one EKS-optimized AL2023 AMI release, e.g.
     ``/aws/service/eks/optimized-ami/1.35/amazon-linux-2023/x86_64/nvidia/amazon-eks-node-al2023-x86_64-
     nvidia-1.35-v20260714/image_id``. It exists exactly when that release was published for that version,
-    architecture and variant (Karpenter's ``al2023@<tag>`` alias resolves the same parameter)."""
-    name = f"amazon-eks-node-al2023-{arch}-{variant}-{kubernetes_version}-{date_tag}"
-    folder = f"/aws/service/eks/optimized-ami/{kubernetes_version}/amazon-linux-2023/{arch}/{variant}"
-    return f"{folder}/{name}/image_id"
+    architecture and variant (Karpenter's ``al2023@<tag>`` alias resolves the same parameter; a
+    CloudFormation parameter of type ``AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>`` on it fails a
+    deploy whose pin does not exist). ``date_tag`` ``latest`` is the ``recommended`` image."""
+    folder = _al2023_folder(kubernetes_version, arch, variant)
+    if date_tag == "latest":
+        return f"{folder}/recommended/image_id"
+    return f"{folder}/amazon-eks-node-al2023-{arch}-{variant}-{kubernetes_version}-{date_tag}/image_id"
 
 
 def al2023_recommended_release_parameter(kubernetes_version: str, arch: Arch, variant: Variant) -> str:
     """The public SSM parameter with the newest AL2023 release for a version (what to pin next)."""
-    return (
-        f"/aws/service/eks/optimized-ami/{kubernetes_version}/amazon-linux-2023/{arch}/{variant}/"
-        "recommended/release_version"
-    )
+    return f"{_al2023_folder(kubernetes_version, arch, variant)}/recommended/release_version"
