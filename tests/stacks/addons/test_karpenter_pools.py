@@ -8,7 +8,7 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Template
 
-from config.names import al2023_image_parameter
+from config.versions import al2023_ami_parameter
 from stacks.addons.karpenter import PinnedAmis
 from tests.stacks.addons._cfn import manifests
 
@@ -42,7 +42,8 @@ def test_the_pinned_ami_release_is_resolved_before_anything_is_deployed(request,
     # Karpenter resolves its alias through exactly that parameter: same release, same Kubernetes version.
     node_class = _docs(app)["EC2NodeClass/default"]["spec"]
     assert node_class["amiSelectorTerms"] == [{"alias": f"al2023@{karpenter.ami_version}"}]
-    assert expected == al2023_image_parameter(cluster.kubernetes_version, karpenter.ami_version)
+    release = karpenter.ami_version
+    assert expected == al2023_ami_parameter(cluster.kubernetes_version, "x86_64", "nvidia", release)
 
 
 def test_every_image_the_pools_use_is_checked():
