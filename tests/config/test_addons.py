@@ -186,7 +186,7 @@ def test_the_serving_gpu_pool_is_safe_by_default_and_prod_is_on_demand_without_e
         "1h",
     )
     assert (dev.capacity_types, dev.expire_after) == (("spot", "on-demand"), "720h")
-    prod = _load(env="prod", **{"cluster.adminRoleArns": "arn:aws:iam::111111111111:role/admin"})
+    prod = _load(env="prod", **{"cluster.adminPrincipalArns": "arn:aws:iam::111111111111:role/admin"})
     karpenter = prod.addons.karpenter
     assert (karpenter.capacity_types, karpenter.expire_after) == (("on-demand",), "Never")
     assert (karpenter.consolidation_policy, karpenter.disruption_budget) == ("WhenEmpty", "1")
@@ -196,16 +196,17 @@ def test_the_serving_gpu_pool_is_safe_by_default_and_prod_is_on_demand_without_e
     ("overrides", "message"),
     [
         (
-            # preStop 15 + drain 100 + 5: more than a spot interruption leaves.
+            # preStop 15 + drain 100 + 10: more than a spot interruption leaves.
             {"inference.server.drainTimeoutSeconds": 100},
-            "Invalid config 'inference.terminationGracePeriodSeconds': 120. Allowed: an integer <= 100 while "
-            "the serving NodePool uses spot capacity (a spot interruption gives 120 s notice, 20 s of it "
-            "before Karpenter drains the node), or addons.karpenter.capacityTypes ['on-demand'].",
+            "Invalid config 'inference.terminationGracePeriodSeconds': 125. Allowed: an integer <= 100 while "
+            "the serving capacity can be spot: a spot interruption gives 120 s notice and Karpenter needs "
+            "about 20 s of it to start the drain (lower inference.server.drainTimeoutSeconds or "
+            "inference.preStopSeconds, or use on-demand capacity).",
         ),
         (
             {"addons.karpenter.terminationGracePeriod": "1m"},
             "Invalid config 'addons.karpenter.terminationGracePeriod': '1m'. Allowed: a duration of at least "
-            "inference.terminationGracePeriodSeconds (80 s): Karpenter deletes pods early so that they end "
+            "inference.terminationGracePeriodSeconds (85 s): Karpenter deletes pods early so that they end "
             "before the node's grace period does.",
         ),
         (
@@ -235,11 +236,16 @@ def test_the_serving_pool_lets_pods_drain_and_keeps_a_serving_node(overrides, me
 
 def test_on_demand_or_a_gpu_nodegroup_lifts_the_spot_notice_limit():
     drain = {"inference.server.drainTimeoutSeconds": 100}
-    assert (
-        _load(**drain, **{"addons.karpenter.capacityTypes": "on-demand"}).inference.termination_grace_seconds
-        == 120
-    )
-    assert _load(**drain, **{"compute.gpuCapacity": "nodegroup"}).inference.termination_grace_seconds == 120
+    on_demand_pool = {"addons.karpenter.capacityTypes": "on-demand"}
+    assert _load(**drain, **on_demand_pool).inference.termination_grace_seconds == 125
+    # A spot nodegroup gets the same 2-minute notice (config/app.py); an on-demand one does not.
+    on_demand_nodegroup = {
+        "compute.gpuCapacity": "nodegroup",
+        "compute.gpuNodegroup.capacityType": "ON_DEMAND",
+    }
+    assert _load(**drain, **on_demand_nodegroup).inference.termination_grace_seconds == 125
+    with pytest.raises(ConfigError, match="terminationGracePeriodSeconds': 125"):
+        _load(**drain, **{"compute.gpuCapacity": "nodegroup", "compute.gpuNodegroup.capacityType": "SPOT"})
 
 
 def test_nodegroup_capacity_may_keep_karpenter_or_drop_it():

@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import Synthesized, synth_app
 
 #: env=prod as shipped (cdk.json), plus what prod requires of the user (an admin principal).
-PROD = {"env": "prod", "cluster.adminRoleArns": "arn:aws:iam::111111111111:role/platform-admin"}
+PROD = {"env": "prod", "cluster.adminPrincipalArns": "arn:aws:iam::111111111111:role/platform-admin"}
 
 
 @pytest.fixture(scope="session")
