@@ -37,21 +37,29 @@ _DEFAULTS = KarpenterConfig()
 DISCOVERY_TAG = "karpenter.sh/discovery"
 
 _DURATION = re.compile(r"^([0-9]+(s|m|h))+$")
+_DURATION_OR_NEVER = re.compile(r"^(([0-9]+(s|m|h))+|Never)$")
+_POLICY = karpenter.NodePoolSpecDisruptionConsolidationPolicy
+_CONSOLIDATION_POLICIES = {
+    "WhenEmpty": _POLICY.WHEN_EMPTY,
+    "WhenEmptyOrUnderutilized": _POLICY.WHEN_EMPTY_OR_UNDERUTILIZED,
+}
 _RESERVED_TAG_PREFIXES = ("kubernetes.io/cluster", "karpenter.sh/", "karpenter.k8s.aws/", "eks:")
 
 
 @dataclass(frozen=True)
 class GpuNodePoolProps:
-    """The GPU NodePool. Defaults (those of ``addons.karpenter``): G6, spot + on-demand, consolidate idle or
-    underutilized nodes after 5 minutes, replace at most 10 % of nodes at once (drift: one at a time), nodes
-    live at most 30 days."""
+    """The GPU NodePool that serves inference. Defaults (those of ``addons.karpenter``): G6, spot +
+    on-demand, only empty nodes are consolidated (after 5 minutes), at most one node disrupted at once,
+    nodes expire after 30 days, a draining node is terminated after 1 hour at the latest."""
 
     instance_families: tuple[str, ...] = _DEFAULTS.gpu_instance_families
     capacity_types: tuple[str, ...] = _DEFAULTS.capacity_types
+    consolidation_policy: str = _DEFAULTS.consolidation_policy
     consolidate_after: str = _DEFAULTS.consolidate_after
+    #: A duration or ``Never``.
     expire_after: str = _DEFAULTS.expire_after
     #: Pods get this long to drain before a disrupted node is forcibly terminated.
-    termination_grace_period: str = "1h"
+    termination_grace_period: str = _DEFAULTS.termination_grace_period
     disruption_budget: str = _DEFAULTS.disruption_budget
     gpu_limit: int = _DEFAULTS.gpu_limit
     cpu_limit: int = _DEFAULTS.cpu_limit
@@ -166,9 +174,11 @@ class KarpenterNodePools(cdk8s.Chart):
                     ),
                 ),
                 disruption=karpenter.NodePoolSpecDisruption(
-                    consolidation_policy=karpenter.NodePoolSpecDisruptionConsolidationPolicy.WHEN_EMPTY_OR_UNDERUTILIZED,
+                    consolidation_policy=_CONSOLIDATION_POLICIES[g.consolidation_policy],
                     consolidate_after=g.consolidate_after,
                     budgets=[
+                        # Voluntary disruption (drift, emptiness, consolidation) of this many nodes at once;
+                        # expiry and interruptions ignore budgets (see addons.karpenter.expireAfter).
                         karpenter.NodePoolSpecDisruptionBudgets(nodes=g.disruption_budget),
                         # An AMI bump drifts every GPU node: replace them one at a time.
                         karpenter.NodePoolSpecDisruptionBudgets(
@@ -220,34 +230,43 @@ class KarpenterNodePools(cdk8s.Chart):
         )
 
 
-def _validate(p: KarpenterNodePoolsProps) -> None:
-    def fail(name: str, value: object, allowed: str) -> None:
-        raise ValueError(f"KarpenterNodePoolsProps.{name}: {value!r} is invalid; allowed: {allowed}")
+def _fail(name: str, value: object, allowed: str) -> None:
+    raise ValueError(f"KarpenterNodePoolsProps.{name}: {value!r} is invalid; allowed: {allowed}")
 
+
+def _validate(p: KarpenterNodePoolsProps) -> None:
     if not p.cluster_name:
-        fail("cluster_name", p.cluster_name, "a non-empty cluster name")
+        _fail("cluster_name", p.cluster_name, "a non-empty cluster name")
     if not p.node_role_name:
-        fail("node_role_name", p.node_role_name, "the IAM role name of the Karpenter nodes")
+        _fail("node_role_name", p.node_role_name, "the IAM role name of the Karpenter nodes")
     if not re.match(r"^(al2023)@(v\d{8}|latest)$", p.ami_alias):
-        fail("ami_alias", p.ami_alias, "al2023@v<YYYYMMDD> (or al2023@latest)")
+        _fail("ami_alias", p.ami_alias, "al2023@v<YYYYMMDD> (or al2023@latest)")
     if not 20 <= p.root_volume_gib <= 16384:
-        fail("root_volume_gib", p.root_volume_gib, "20 to 16384")
+        _fail("root_volume_gib", p.root_volume_gib, "20 to 16384")
     if not 1 <= p.imds_hop_limit <= 64:
-        fail("imds_hop_limit", p.imds_hop_limit, "1 to 64")
+        _fail("imds_hop_limit", p.imds_hop_limit, "1 to 64")
     for key in p.tags:
         if key.startswith(_RESERVED_TAG_PREFIXES):
-            fail("tags", key, f"keys not starting with {list(_RESERVED_TAG_PREFIXES)} (Karpenter sets those)")
-    g = p.gpu
-    if not g.instance_families:
-        fail("gpu.instance_families", g.instance_families, "at least one family such as g6")
-    if not g.capacity_types or set(g.capacity_types) - {"spot", "on-demand", "reserved"}:
-        fail("gpu.capacity_types", g.capacity_types, "spot, on-demand, reserved")
-    for name in ("consolidate_after", "expire_after", "termination_grace_period"):
-        if not _DURATION.match(getattr(g, name)):
-            fail(f"gpu.{name}", getattr(g, name), "a duration such as 30s, 5m, 720h")
-    if not re.match(r"^((100|[0-9]{1,2})%|[0-9]+)$", g.disruption_budget):
-        fail("gpu.disruption_budget", g.disruption_budget, "a node count or a percentage such as 10%")
-    if g.gpu_limit < 1 or g.cpu_limit < 1:
-        fail("gpu.gpu_limit/cpu_limit", (g.gpu_limit, g.cpu_limit), "positive integers")
+            allowed = f"keys not starting with {list(_RESERVED_TAG_PREFIXES)} (Karpenter sets those)"
+            _fail("tags", key, allowed)
+    _validate_gpu(p.gpu)
     if p.general_purpose_cpu_limit is not None and p.general_purpose_cpu_limit < 1:
-        fail("general_purpose_cpu_limit", p.general_purpose_cpu_limit, "a positive integer or None")
+        _fail("general_purpose_cpu_limit", p.general_purpose_cpu_limit, "a positive integer or None")
+
+
+def _validate_gpu(g: GpuNodePoolProps) -> None:
+    if not g.instance_families:
+        _fail("gpu.instance_families", g.instance_families, "at least one family such as g6")
+    if not g.capacity_types or set(g.capacity_types) - {"spot", "on-demand", "reserved"}:
+        _fail("gpu.capacity_types", g.capacity_types, "spot, on-demand, reserved")
+    if g.consolidation_policy not in _CONSOLIDATION_POLICIES:
+        _fail("gpu.consolidation_policy", g.consolidation_policy, ", ".join(_CONSOLIDATION_POLICIES))
+    for name in ("consolidate_after", "termination_grace_period"):
+        if not _DURATION.match(getattr(g, name)):
+            _fail(f"gpu.{name}", getattr(g, name), "a duration such as 30s, 5m, 720h")
+    if not _DURATION_OR_NEVER.match(g.expire_after):
+        _fail("gpu.expire_after", g.expire_after, "a duration such as 720h, or Never")
+    if not re.match(r"^((100|[0-9]{1,2})%|[0-9]+)$", g.disruption_budget):
+        _fail("gpu.disruption_budget", g.disruption_budget, "a node count or a percentage such as 10%")
+    if g.gpu_limit < 1 or g.cpu_limit < 1:
+        _fail("gpu.gpu_limit/cpu_limit", (g.gpu_limit, g.cpu_limit), "positive integers")

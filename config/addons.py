@@ -6,14 +6,17 @@ Only Karpenter's version is configurable, because the Kubernetes compatibility g
 
 from __future__ import annotations
 
+import datetime
 import enum
+import math
 import re
 from typing import Annotated, Literal
 
 from pydantic import Field, Strict, model_validator
 
 from .base import Bool, CommaSeparated, ConfigModel, Duration, Int, Str, Unique
-from .errors import ConfigError, Invalid, matches
+from .errors import ConfigError, Invalid, Rule, matches
+from .versions import AL2023_DATE_TAG_PATTERN
 
 #: Pinned chart versions (see docs/addons.md for where each comes from).
 KARPENTER_VERSION = "1.14.1"
@@ -37,6 +40,46 @@ KARPENTER_COMPATIBILITY: dict[str, str] = {
 }
 
 KarpenterCapacityType = Literal["on-demand", "spot", "reserved"]
+#: ``WhenEmpty``: only nodes without pods go (a busy GPU node is never replaced to save money);
+#: ``WhenEmptyOrUnderutilized`` also moves pods to cheaper or fewer nodes.
+ConsolidationPolicy = Literal["WhenEmpty", "WhenEmptyOrUnderutilized"]
+
+#: EC2's spot interruption notice, and what Karpenter needs of it before pods start draining (EventBridge
+#: to SQS delivery, Karpenter's queue poll, cordon and eviction): a pod's grace period must fit the rest.
+SPOT_NOTICE_SECONDS = 120
+INTERRUPTION_REACTION_SECONDS = 20
+SPOT_DRAIN_SECONDS = SPOT_NOTICE_SECONDS - INTERRUPTION_REACTION_SECONDS
+
+_RELEASE_ALLOWED = "an AL2023 EKS AMI release v<YYYYMMDD> (a real date) such as v20260828, or latest"
+_BUDGET = re.compile(r"(100|[0-9]{1,2})%|[0-9]+")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def _is_release(value: str) -> bool:
+    if value == "latest":
+        return True
+    if not re.fullmatch(AL2023_DATE_TAG_PATTERN, value):
+        return False
+    try:
+        datetime.datetime.strptime(value[1:], "%Y%m%d")
+    except ValueError:
+        return False
+    return True
+
+
+def duration_seconds(value: str) -> int:
+    """Seconds of a Karpenter duration such as ``1h30m`` (validated by the ``Duration`` type)."""
+    return sum(int(n) * _DURATION_UNITS[u] for n, u in re.findall(r"([0-9]+)(s|m|h)", value))
+
+
+def disrupted_at_once(budget: str, nodes: int) -> int:
+    """How many of ``nodes`` a NodePool budget (``"1"`` or ``"10%"``) lets Karpenter disrupt at once
+    (Karpenter rounds a percentage up)."""
+    if budget.endswith("%"):
+        return math.ceil(nodes * int(budget[:-1]) / 100)
+    return int(budget)
+
+
 _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 _VERSION_ALLOWED = "a version MAJOR.MINOR.PATCH such as 1.14.1"
 
@@ -112,24 +155,49 @@ class KarpenterConfig(ConfigModel):
         CommaSeparated,
     ] = Field(("g6",), min_length=1, description="Instance families of the GPU NodePool.")
     capacity_types: Annotated[tuple[KarpenterCapacityType, ...], CommaSeparated, Unique] = Field(
-        ("spot", "on-demand"), min_length=1, description="Capacity types of the GPU NodePool."
+        ("spot", "on-demand"),
+        min_length=1,
+        description="Capacity types of the GPU NodePool. With `spot`, an interruption leaves a serving pod 2 "
+        f"minutes: `inference.terminationGracePeriodSeconds` must fit in {SPOT_DRAIN_SECONDS} s. Env `prod` "
+        "uses `on-demand` only (cdk.json).",
     )
-    ami_version: Annotated[
-        str, Strict(), matches(r"v\d{8}|latest", "an AL2023 EKS AMI release such as v20260828 (or latest)")
-    ] = Field(
+    ami_version: Annotated[str, Strict(), Rule(_is_release, _RELEASE_ALLOWED)] = Field(
         "v20260828",
         description="AL2023 EKS AMI release (`v<YYYYMMDD>`) of Karpenter's nodes; `latest` rolls every node "
-        "on each AMI release and is never the default.",
+        "on each AMI release and is never the default. The deploy fails before anything is created when the "
+        "release does not exist for `cluster.kubernetesVersion` (a CloudFormation parameter resolves its "
+        "public SSM parameter; docs/runbook.md shows the `aws ssm get-parameter` command to check first).",
+    )
+    consolidation_policy: ConsolidationPolicy = Field(
+        "WhenEmpty",
+        description="`WhenEmpty`: only GPU nodes without pods are removed (a busy GPU node is never "
+        "replaced to save money); `WhenEmptyOrUnderutilized` also moves serving pods to cheaper nodes.",
     )
     consolidate_after: Duration = Field(
-        "5m", description="Idle or underutilized GPU nodes go after this long."
+        "5m",
+        description="Empty (or, with `WhenEmptyOrUnderutilized`, underutilized) GPU nodes go after this "
+        "long.",
     )
-    expire_after: Duration = Field("720h", description="GPU nodes are replaced after this long.")
+    expire_after: Annotated[
+        str, Strict(), matches(r"([0-9]+(s|m|h))+|Never", "a duration such as 720h, or Never")
+    ] = Field(
+        "720h",
+        description="GPU nodes are drained and replaced after this long. Expiry ignores disruption budgets "
+        "and launches no replacement first; `Never` leaves node updates to drift (a new `amiVersion`), which "
+        "respects them.",
+    )
+    termination_grace_period: Duration = Field(
+        "1h",
+        description="A draining GPU node is terminated after this long, even if PodDisruptionBudgets still "
+        "block evictions; at least `inference.terminationGracePeriodSeconds`.",
+    )
     disruption_budget: Annotated[
-        str,
-        Strict(),
-        matches(r"(100|[0-9]{1,2})%|[0-9]+", "a node count such as 1 or a percentage such as 10%"),
-    ] = Field("10%", description="GPU nodes disrupted at once (drift: always one at a time).")
+        str, Strict(), matches(_BUDGET.pattern, "a node count such as 1 or a percentage such as 10%")
+    ] = Field(
+        "1",
+        description="GPU nodes Karpenter disrupts at once (drift, emptiness, consolidation); with at least "
+        "2 serving replicas it must leave one of them running.",
+    )
     gpu_limit: Int = Field(8, ge=1, le=1024, description="Most GPUs the GPU NodePool launches.")
     cpu_limit: Int = Field(256, ge=1, le=100000, description="Most vCPUs the GPU NodePool launches.")
     root_volume_gib: Int = Field(
@@ -180,6 +248,21 @@ class MetricsConfig(ConfigModel):
     retention: Annotated[
         str, Strict(), matches(r"[0-9]+(h|d|w)", "a Prometheus retention such as 24h, 15d or 2w")
     ] = Field("15d", description="How long the in-cluster Prometheus keeps samples.")
+    storage_gib: Int = Field(
+        50,
+        ge=0,
+        le=16384,
+        alias="storageGiB",
+        description="Prometheus's persistent volume (encrypted gp3 through the EBS CSI driver), in GiB; "
+        "Prometheus also stops at 85 % of it (`retentionSize`). `0`: an `emptyDir` that a pod restart "
+        "empties.",
+    )
+    prometheus_memory: Annotated[
+        str, Strict(), matches(r"[1-9][0-9]*(Mi|Gi)", "a memory quantity such as 1536Mi or 2Gi")
+    ] = Field(
+        "2Gi",
+        description="Prometheus's memory request and limit (equal: the scheduler reserves what it may use).",
+    )
     grafana: Bool = Field(
         True,
         description="Grafana in the cluster (only with `kubePrometheusStack`; AMP pairs with Amazon Managed "
@@ -223,6 +306,11 @@ class AddonsConfig(ConfigModel):
     keda: Toggle = Field(
         default_factory=Toggle, description="KEDA (event-driven autoscaling, scale to zero)."
     )
+    ebs_csi_driver: Toggle = Field(
+        default_factory=Toggle,
+        description="Amazon EBS CSI driver (EKS managed add-on, Pod Identity) and the default StorageClass "
+        "`gp3-encrypted`: persistent volumes such as Prometheus's.",
+    )
     metrics: MetricsConfig = Field(
         default_factory=MetricsConfig, description="The metrics stack (table below)."
     )
@@ -235,5 +323,21 @@ class AddonsConfig(ConfigModel):
                 "(its ServiceMonitor needs the Prometheus operator)",
                 key="addons.dcgmExporter.enabled",
                 value=True,
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _storage_needs_the_ebs_csi_driver(self) -> AddonsConfig:
+        metrics = self.metrics
+        if (
+            metrics.backend is not MetricsBackend.NONE
+            and metrics.storage_gib
+            and not self.ebs_csi_driver.enabled
+        ):
+            raise Invalid(
+                "0 (an emptyDir) while addons.ebsCsiDriver.enabled is false (persistent volumes need the "
+                "EBS CSI driver)",
+                key="addons.metrics.storageGiB",
+                value=metrics.storage_gib,
             )
         return self

@@ -14,31 +14,32 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, Strict, ValidationInfo, field_validator, model_validator
 
-from .addons import AddonsConfig, karpenter_compatibility_problem
-from .base import ACCOUNT_PATTERN, ConfigModel, Given, Region, StrMap, with_defaults
+from .addons import (
+    INTERRUPTION_REACTION_SECONDS,
+    SPOT_DRAIN_SECONDS,
+    SPOT_NOTICE_SECONDS,
+    AddonsConfig,
+    disrupted_at_once,
+    duration_seconds,
+    karpenter_compatibility_problem,
+)
+from .base import ACCOUNT_PATTERN, PRODUCTION, Bool, ConfigModel, Given, Region, StrMap, with_defaults
 from .cluster import ClusterConfig
-from .compute import ComputeConfig, GpuCapacity
+from .cluster import production_problems as cluster_production_problems
+from .compute import KUBERNETES_VERSION_CONTEXT, ComputeConfig, GpuCapacity
+from .compute import production_problems as compute_production_problems
 from .errors import ConfigError, Invalid, matches, raise_all
 from .exposure import exposure_problems
-from .inference import (
-    MAX_SPOT_GRACE_SECONDS,
-    PRODUCTION_MIN_REPLICAS,
-    SPOT_NOTICE_SECONDS,
-    Accelerator,
-    InferenceConfig,
-    addon_problems,
-)
+from .inference import PRODUCTION_MIN_REPLICAS, Accelerator, Autoscaler, InferenceConfig, addon_problems
 from .network import DEFAULT_REGION, NetworkConfig, default_availability_zones
 
 #: Top-level context keys that hold configuration of one environment (each a JSON object).
 SECTIONS: tuple[str, ...] = ("aws", "tags", "network", "cluster", "compute", "addons", "inference")
 #: Top-level sections with their own loader, global rather than per environment (config/pipeline.py).
 GLOBAL_SECTIONS: tuple[str, ...] = ("pipeline",)
+#: Top-level keys that are single values, set at the top or per environment (`environments[env]` wins).
+ENVIRONMENT_VALUES: tuple[str, ...] = (PRODUCTION,)
 DEFAULT_ENV = "dev"
-#: The environment whose safe defaults and rules are the production ones (two replicas, TLS when
-#: internet-facing, ...). Other environments get the dev defaults.
-PRODUCTION_ENV = "prod"
-
 _TAG_KEY = re.compile(r"(?!aws:)[\w .:/=+@-]{1,128}")
 _TAG_ALLOWED = "tag keys of 1-128 characters not starting with 'aws:', values up to 256 characters"
 
@@ -76,6 +77,12 @@ class AppConfig(ConfigModel):
     """Everything the stacks need, validated. Constructs receive parts of it, never the raw context."""
 
     env_name: str = Field(DEFAULT_ENV, alias="env", description="The environment (a key of `environments`).")
+    production: Bool = Field(
+        False,
+        description="A production environment (cdk.json's `prod` sets it): defaults become the safe "
+        "choices (e.g. a private cluster endpoint) and rules refuse unsafe values (e.g. no cluster admin). "
+        "Set it per environment, in `environments[env]`.",
+    )
     aws: AwsConfig = Field(default_factory=AwsConfig, description="Where the stacks deploy.")
     tags: StrMap = Field(
         default_factory=lambda: {"project": "llama-eks"},
@@ -84,11 +91,23 @@ class AppConfig(ConfigModel):
     )
     network: NetworkConfig = Field(default_factory=NetworkConfig, description="The VPC.")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="The EKS control plane.")
-    compute: ComputeConfig = Field(default_factory=ComputeConfig, description="Nodegroups and GPU capacity.")
+    compute: ComputeConfig = Field(
+        default_factory=ComputeConfig, validate_default=True, description="Nodegroups and GPU capacity."
+    )
     addons: AddonsConfig = Field(default_factory=AddonsConfig, description="The cluster add-ons.")
     inference: InferenceConfig = Field(
         default_factory=InferenceConfig, validate_default=True, description="The inference service."
     )
+
+    @classmethod
+    def load(cls, data: Any = None, *, context: Mapping[str, Any] | None = None) -> AppConfig:
+        """Validate the whole configuration; every section sees in its validation context whether this is a
+        production environment (its defaults and rules depend on it)."""
+        data = {} if data is None else data
+        context = dict(context or {})
+        if isinstance(data, Mapping):
+            context.setdefault(PRODUCTION, _as_bool(data.get(PRODUCTION, False)))
+        return super().load(data, context=context)
 
     @classmethod
     def dependent_defaults(cls, given: Given) -> Mapping[str, Any]:
@@ -107,12 +126,22 @@ class AppConfig(ConfigModel):
         )
         return {**tags, "environment": info.data.get("env_name", DEFAULT_ENV)}
 
+    @field_validator("compute", mode="before")
+    @classmethod
+    def _compute_for_the_cluster(cls, value: Any, info: ValidationInfo) -> Any:
+        # The nodegroups' AMI release defaults and rules follow the cluster's Kubernetes version.
+        cluster = info.data.get("cluster")
+        context = dict(info.context or {})
+        if isinstance(cluster, ClusterConfig):
+            context[KUBERNETES_VERSION_CONTEXT] = cluster.kubernetes_version
+        return ComputeConfig.model_validate(with_defaults(value, {}), context=context)
+
     @field_validator("inference", mode="before")
     @classmethod
     def _inference_for_the_addons(cls, value: Any, info: ValidationInfo) -> Any:
         # Defaults of keys left unset follow what the add-ons install (autoscaling, monitoring) and the
         # environment (replicas in prod).
-        production = info.data.get("env_name", DEFAULT_ENV) == PRODUCTION_ENV
+        production = bool(info.data.get(PRODUCTION, False))
         return InferenceConfig.model_validate(
             with_defaults(value, {}), context={"addons": info.data.get("addons"), "production": production}
         )
@@ -145,6 +174,11 @@ class AppConfig(ConfigModel):
                 problems.append(problem)
         problems += addon_problems(self.inference, self.addons)
         problems += self._inference_serving_problems()
+        problems += self._serving_pool_problems()
+        # cluster, network, compute (issue 11): what a production environment refuses.
+        if self.production:
+            problems += cluster_production_problems(self.cluster)
+            problems += compute_production_problems(self.compute)
         raise_all(problems)
         return self
 
@@ -163,12 +197,12 @@ class AppConfig(ConfigModel):
                     value=fewest,
                 )
             )
-        if inference.termination_grace_seconds > MAX_SPOT_GRACE_SECONDS and self._serving_on_spot():
+        if inference.termination_grace_seconds > SPOT_DRAIN_SECONDS and self._serving_on_spot():
             problems.append(
                 Invalid(
-                    f"an integer <= {MAX_SPOT_GRACE_SECONDS} while the serving capacity can be spot: a spot "
+                    f"an integer <= {SPOT_DRAIN_SECONDS} while the serving capacity can be spot: a spot "
                     f"interruption gives {SPOT_NOTICE_SECONDS} s notice and Karpenter needs about "
-                    f"{SPOT_NOTICE_SECONDS - MAX_SPOT_GRACE_SECONDS} s of it to start the drain (lower "
+                    f"{INTERRUPTION_REACTION_SECONDS} s of it to start the drain (lower "
                     "inference.server.drainTimeoutSeconds or inference.preStopSeconds, or use on-demand "
                     "capacity)",
                     key="inference.terminationGracePeriodSeconds",
@@ -210,15 +244,53 @@ class AppConfig(ConfigModel):
             return True  # the general-purpose NodePool takes spot and on-demand (charts/karpenter.py)
         return compute.system_nodegroup.capacity_type == "SPOT"
 
-    @property
-    def production(self) -> bool:
-        """Whether this is the production environment (``env=prod``): its defaults and rules apply."""
-        return self.env_name == PRODUCTION_ENV
+    # --- add-ons area: the Karpenter NodePool that serves inference -------------------------------------
+
+    def _serving_pool_problems(self) -> list[Invalid]:
+        """The NodePool that runs the inference pods must let them drain (the node's grace period) and must
+        not disrupt every serving node at once."""
+        karpenter, inference = self.addons.karpenter, self.inference
+        gpu = inference.accelerator is Accelerator.GPU
+        if not karpenter.enabled or (gpu and self.compute.gpu_capacity is not GpuCapacity.KARPENTER):
+            return []
+        if not gpu and not karpenter.general_purpose_pool:
+            return []  # CPU pods on the system nodegroup
+        grace = inference.termination_grace_seconds
+        problems = []
+        # The spot notice bounds the grace period too: _inference_serving_problems.
+        node_grace = duration_seconds(karpenter.termination_grace_period)
+        if node_grace < grace:
+            problems.append(
+                Invalid(
+                    f"a duration of at least inference.terminationGracePeriodSeconds ({grace} s): Karpenter "
+                    "deletes pods early so that they end before the node's grace period does",
+                    key="addons.karpenter.terminationGracePeriod",
+                    value=karpenter.termination_grace_period,
+                )
+            )
+        autoscaling = inference.autoscaling
+        serving = inference.replicas if autoscaling.mode is Autoscaler.NONE else autoscaling.min_replicas
+        budget = karpenter.disruption_budget
+        if gpu and serving >= 2 and disrupted_at_once(budget, serving) >= serving:
+            problems.append(
+                Invalid(
+                    f"a budget that disrupts fewer than {serving} nodes at once (the serving replicas' GPU "
+                    f"nodes), such as 1: {budget!r} may take every serving node together",
+                    key="addons.karpenter.disruptionBudget",
+                    value=budget,
+                )
+            )
+        return problems
 
     @property
     def stack_prefix(self) -> str:
         """Prefix of every CloudFormation stack name (the cluster name: one set of stacks per cluster)."""
         return self.cluster.name
+
+
+def _as_bool(value: Any) -> bool:
+    # The field reports a value that is not a boolean; the context only needs a clear yes.
+    return value is True or (isinstance(value, str) and value.lower() == "true")
 
 
 def _in_region(az: str, region: str) -> bool:
@@ -248,6 +320,27 @@ def _is_override_key(key: str) -> bool:
     return "." in key and not key.startswith("@") and ":" not in key
 
 
+def _merge_environment(merged: dict[str, Any], environments: Any, env_name: Any) -> None:
+    """Deep-merge ``environments[env_name]`` into ``merged`` (nothing for the default env without any)."""
+    if not isinstance(environments, Mapping):
+        raise ConfigError("environments", environments, "a JSON object of environment name -> sections")
+    if not environments and env_name == DEFAULT_ENV:
+        return
+    if env_name not in environments:
+        raise ConfigError("env", env_name, f"one of {sorted(environments)} (the keys of 'environments')")
+    overlay = environments[env_name]
+    if not isinstance(overlay, Mapping):
+        raise ConfigError(f"environments.{env_name}", overlay, "a JSON object of sections")
+    for name in overlay:
+        if name not in SECTIONS and name not in ENVIRONMENT_VALUES:
+            raise ConfigError(
+                f"environments.{env_name}.{name}",
+                overlay[name],
+                f"sections {list(SECTIONS)} or the keys {list(ENVIRONMENT_VALUES)}",
+            )
+    _deep_merge(merged, overlay, "")
+
+
 def merged_context(context: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """Apply ``environments[env]`` and dotted overrides to the base sections: (env name, merged dict)."""
     merged: dict[str, Any] = {}
@@ -257,23 +350,12 @@ def merged_context(context: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
             if not isinstance(value, Mapping):
                 raise ConfigError(name, value, "a JSON object")
             merged[name] = copy.deepcopy(dict(value))
+    for name in ENVIRONMENT_VALUES:
+        if name in context:
+            merged[name] = context[name]
 
-    environments = context.get("environments") or {}
-    if not isinstance(environments, Mapping):
-        raise ConfigError("environments", environments, "a JSON object of environment name -> sections")
     env_name = context.get("env", DEFAULT_ENV)
-    if environments or env_name != DEFAULT_ENV:
-        if env_name not in environments:
-            raise ConfigError("env", env_name, f"one of {sorted(environments)} (the keys of 'environments')")
-        overlay = environments[env_name]
-        if not isinstance(overlay, Mapping):
-            raise ConfigError(f"environments.{env_name}", overlay, "a JSON object of sections")
-        for name in overlay:
-            if name not in SECTIONS:
-                raise ConfigError(
-                    f"environments.{env_name}.{name}", overlay[name], f"sections {list(SECTIONS)}"
-                )
-        _deep_merge(merged, overlay, "")
+    _merge_environment(merged, context.get("environments") or {}, env_name)
 
     for key in sorted(k for k in context if _is_override_key(k)):
         section, *rest = key.split(".")

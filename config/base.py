@@ -32,6 +32,15 @@ from pydantic.alias_generators import to_camel
 
 from .errors import Allowed, Invalid, Rule, as_given, from_validation_error, matches
 
+#: Top-level key (and validation-context key) that marks a production environment: sections resolve their
+#: production defaults from it, config/app.py applies the production rules.
+PRODUCTION = "production"
+
+
+def is_production(context: Mapping[str, Any] | None) -> bool:
+    """Whether the section being validated belongs to a production environment (the validation context)."""
+    return bool((context or {}).get(PRODUCTION, False))
+
 
 class ConfigModel(BaseModel):
     """Frozen, strict about unknown keys, camelCase keys. ``path``: the model's dotted context key."""

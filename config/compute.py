@@ -8,11 +8,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, Strict, model_validator
+from pydantic import BeforeValidator, Field, Strict, ValidationInfo, model_validator
 
-from .base import CommaSeparated, ConfigModel, Given, Int, StrMap
+from .base import Bool, CommaSeparated, ConfigModel, Given, Int, StrMap, is_production
 from .errors import Allowed, Invalid, matches, raise_all
 from .names import GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, NODE_CLASS_LABEL
+from .versions import (
+    AL2023_RELEASE_PATTERN,
+    DEFAULT_KUBERNETES_VERSION,
+    KUBERNETES_VERSIONS,
+    al2023_release_date,
+)
+
+#: Validation-context key: the cluster's Kubernetes version (config/app.py passes it to this section).
+KUBERNETES_VERSION_CONTEXT = "kubernetesVersion"
 
 #: AMI types allowed per nodegroup role (AL2 is end of life; AL2023 and Bottlerocket are current).
 SystemAmiType = Literal[
@@ -91,6 +100,8 @@ class NodegroupConfig(ConfigModel):
     """
 
     DEFAULTS: ClassVar[Mapping[str, Any]] = {}
+    #: Defaults that differ in a production environment.
+    PRODUCTION_DEFAULTS: ClassVar[Mapping[str, Any]] = {}
     GPU: ClassVar[bool] = False
 
     name: Annotated[
@@ -116,6 +127,32 @@ class NodegroupConfig(ConfigModel):
     disk_size_gib: Int = Field(
         ge=20, le=16384, alias="diskSizeGiB", description="Encrypted gp3 root volume, in GiB."
     )
+    ami_release_version: (
+        Annotated[
+            str,
+            Strict(),
+            matches(AL2023_RELEASE_PATTERN, "an EKS AL2023 AMI release such as 1.35.6-20260714, or null"),
+        ]
+        | None
+    ) = Field(
+        None,
+        description="The EKS-optimized AL2023 AMI release the nodes run (`<kubernetes patch>-<date>`, a "
+        "release of `cluster.kubernetesVersion`). A deploy fails before anything is created when that "
+        "release does not exist (its SSM parameter is a CloudFormation parameter); see the runbook for the "
+        "command that checks one and the one that prints the newest. `null` with a Bottlerocket `amiType`: "
+        "EKS's newest at creation, not pinned.",
+        json_schema_extra={
+            "defaultDoc": "AL2023: the release in config/versions.py for `cluster.kubernetesVersion`; "
+            "Bottlerocket: `null`"
+        },
+    )
+    force_update: Bool = Field(
+        True,
+        description="`true`: a node update (new AMI release, new launch template) evicts pods even when a "
+        "PodDisruptionBudget forbids it; `false`: it respects the budgets and fails after 15 minutes when "
+        "one blocks.",
+        json_schema_extra={"defaultDoc": "`false` when `production`, else `true`"},
+    )
     labels: StrMap = Field(default_factory=dict, description="Kubernetes labels of the nodes.")
     taints: Annotated[
         tuple[Annotated[Taint, BeforeValidator(_taint)], ...], CommaSeparated, Allowed(_TAINT_ALLOWED)
@@ -127,12 +164,55 @@ class NodegroupConfig(ConfigModel):
 
     @classmethod
     def dependent_defaults(cls, given: Given) -> Mapping[str, Any]:
-        return cls.DEFAULTS
+        defaults = {**cls.DEFAULTS, **(cls.PRODUCTION_DEFAULTS if is_production(given.context) else {})}
+        ami = given.raw("ami_type") or defaults["amiType"]
+        version = KUBERNETES_VERSIONS.get(
+            given.context.get(KUBERNETES_VERSION_CONTEXT, DEFAULT_KUBERNETES_VERSION)
+        )
+        al2023 = isinstance(ami, str) and ami.startswith("AL2023")
+        release = version.al2023_release if al2023 and version is not None else None
+        return {**defaults, "amiReleaseVersion": release, "forceUpdate": not is_production(given.context)}
+
+    @property
+    def is_al2023(self) -> bool:
+        return self.ami_type.startswith("AL2023")
+
+    @property
+    def ami_arch(self) -> Literal["x86_64", "arm64"]:
+        return "arm64" if "ARM_64" in self.ami_type else "x86_64"
+
+    @property
+    def ami_variant(self) -> Literal["standard", "nvidia"]:
+        return "nvidia" if self.ami_type.endswith("NVIDIA") else "standard"
+
+    @property
+    def ami_release_date(self) -> str | None:
+        """``v<YYYYMMDD>`` of the pinned AL2023 release (the tag in its AMI's name), or None."""
+        return al2023_release_date(self.ami_release_version) if self.ami_release_version else None
 
     @model_validator(mode="after")
-    def _consistent(self) -> NodegroupConfig:
+    def _consistent(self, info: ValidationInfo) -> NodegroupConfig:
         key = f"{self.path}.{{}}".format
         problems = []
+        release = self.ami_release_version
+        version = (info.context or {}).get(KUBERNETES_VERSION_CONTEXT, DEFAULT_KUBERNETES_VERSION)
+        if release is not None and not self.is_al2023:
+            problems.append(
+                Invalid(
+                    f"null with amiType {self.ami_type} (the pinned releases are EKS AL2023 AMI releases)",
+                    key=key("amiReleaseVersion"),
+                    value=release,
+                )
+            )
+        elif release is not None and not release.startswith(f"{version}."):
+            problems.append(
+                Invalid(
+                    f"an EKS AL2023 AMI release of Kubernetes {version} (cluster.kubernetesVersion), such as "
+                    f"{_example_release(version)}: nodes follow the control plane's minor version",
+                    key=key("amiReleaseVersion"),
+                    value=release,
+                )
+            )
         if self.min_size > self.max_size:
             problems.append(
                 Invalid(
@@ -206,6 +286,14 @@ class GpuNodegroupConfig(NodegroupConfig):
         "labels": {NODE_CLASS_LABEL: "gpu"},
         "taints": (GPU_TAINT,),
     }
+    #: When this nodegroup serves (gpuCapacity: nodegroup) a production environment keeps two on-demand
+    #: nodes over the zones, and room for a third while a rollout surges.
+    PRODUCTION_DEFAULTS: ClassVar[Mapping[str, Any]] = {
+        "capacityType": "ON_DEMAND",
+        "minSize": 2,
+        "desiredSize": 2,
+        "maxSize": 3,
+    }
 
     ami_type: GpuAmiType = Field(
         description="The EKS AMI type (EKS picks the release that matches the cluster)."
@@ -231,6 +319,11 @@ class ComputeConfig(ConfigModel):
         description="The GPU nodegroup (table below); created only when `gpuCapacity` is `nodegroup`.",
     )
 
+    @classmethod
+    def dependent_defaults(cls, given: Given) -> Mapping[str, Any]:
+        # Validated here (not by the default factories) so their defaults see the validation context.
+        return {"systemNodegroup": {}, "gpuNodegroup": {}}
+
     @model_validator(mode="after")
     def _distinct_names(self) -> ComputeConfig:
         if self.system_nodegroup.name == self.gpu_nodegroup.name:
@@ -240,3 +333,46 @@ class ComputeConfig(ConfigModel):
                 value=self.gpu_nodegroup.name,
             )
         return self
+
+
+def _example_release(version: str) -> str:
+    info = KUBERNETES_VERSIONS.get(version)
+    return info.al2023_release if info else f"{version}.0-20260714"
+
+
+def production_problems(compute: ComputeConfig) -> list[Invalid]:
+    """What a production environment needs of the nodegroups (config/app.py applies it): system nodes and,
+    when the GPU nodegroup serves, GPU nodes that survive the loss of one node or one spot reclaim."""
+    problems = []
+    system = compute.system_nodegroup
+    if system.min_size < 2:
+        problems.append(
+            Invalid(
+                "an integer >= 2 in a production environment (the controllers, CoreDNS and the load balancer "
+                "controller must survive the loss of a node)",
+                key="compute.systemNodegroup.minSize",
+                value=system.min_size,
+            )
+        )
+    if compute.gpu_capacity is not GpuCapacity.NODEGROUP:
+        return problems
+    gpu = compute.gpu_nodegroup
+    if gpu.min_size < 2:
+        problems.append(
+            Invalid(
+                "an integer >= 2 in a production environment when compute.gpuCapacity is 'nodegroup' (two "
+                "serving nodes over the zones keep a replica through a node's loss or update)",
+                key="compute.gpuNodegroup.minSize",
+                value=gpu.min_size,
+            )
+        )
+    if gpu.capacity_type != "ON_DEMAND":
+        problems.append(
+            Invalid(
+                "'ON_DEMAND' in a production environment when compute.gpuCapacity is 'nodegroup' (spot "
+                "capacity of one nodegroup can be reclaimed all at once)",
+                key="compute.gpuNodegroup.capacityType",
+                value=gpu.capacity_type,
+            )
+        )
+    return problems

@@ -23,7 +23,7 @@ from pydantic.fields import FieldInfo
 from .app import AppConfig, load_config
 from .errors import allowed_text
 from .pipeline import DEPLOY_MODE_KEY, DeployMode, PipelineConfig, load_pipeline_config
-from .versions import DEFAULT_KUBERNETES_VERSION, KUBERNETES_VERSIONS
+from .versions import DEFAULT_KUBERNETES_VERSION, KUBERNETES_VERSIONS, RETIRED
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
@@ -131,16 +131,19 @@ def _example_pipeline() -> PipelineConfig:
 def kubernetes_versions() -> str:
     """The supported Kubernetes versions with their kubectl layer and EKS support dates."""
     lines = [
-        "| version | kubectl layer package | end of standard support | end of extended support |",
-        "|---|---|---|---|",
+        "| version | kubectl layer package (Helm) | end of standard support | end of extended support "
+        "| nodes' AL2023 AMI release |",
+        "|---|---|---|---|---|",
     ]
     for version, info in KUBERNETES_VERSIONS.items():
         label = f"**{version}** (default)" if version == DEFAULT_KUBERNETES_VERSION else version
         package = info.layer_module.replace("aws_cdk.", "aws-cdk.").replace("_", "-")
         lines.append(
-            f"| {label} | {package} | {info.end_of_standard_support.isoformat()} "
-            f"| {info.end_of_extended_support.isoformat()} |"
+            f"| {label} | {package} (Helm {info.helm_major}) | {info.end_of_standard_support.isoformat()} "
+            f"| {info.end_of_extended_support.isoformat()} | {info.al2023_release} |"
         )
+    retired = ", ".join(f"{v} (extended support ended {d.isoformat()})" for v, d in RETIRED.items())
+    lines += ["", f"Refused, EKS no longer creates clusters on them: {retired}."]
     return "\n".join(lines) + "\n"
 
 
@@ -148,12 +151,15 @@ def keys() -> str:
     """Every key of every section, one table per section."""
     defaults = load_config({})
     env = AppConfig.model_fields["env_name"]
+    production = AppConfig.model_fields["production"]
     lines = [
         "### Top-level keys",
         "",
         "| key | default | allowed | what it does |",
         "|---|---|---|---|",
         f"| `env` | {_value(env.default)} | a key of `environments` | {_cell(env.description or '')} |",
+        f"| `production` | {_value(production.default)} | {_cell(_allowed(production))} "
+        f"| {_cell(production.description or '')} |",
         f"| `{DEPLOY_MODE_KEY}` | {_value(DeployMode.DIRECT)} | one of {sorted(m.value for m in DeployMode)} "
         "| `direct`: `app.py` builds the stacks of one environment (a laptop `cdk deploy`); `pipeline`: only "
         "the delivery pipeline, which deploys every stage ([pipeline.md](pipeline.md)). |",

@@ -640,11 +640,6 @@ class InferenceConfig(ConfigModel):
 #: drain timeout the server cancels what is left (waits up to 5 s) and uvicorn closes its connections (up to
 #: 5 s more): model_server/server.py.
 GRACE_MARGIN_SECONDS = 10
-#: A spot interruption's notice, and what of it Karpenter needs before the pod's termination starts (the
-#: EventBridge -> SQS delivery, its poll, cordon and eviction): the grace period must fit in the rest.
-SPOT_NOTICE_SECONDS = 120
-INTERRUPTION_REACTION_SECONDS = 20
-MAX_SPOT_GRACE_SECONDS = SPOT_NOTICE_SECONDS - INTERRUPTION_REACTION_SECONDS
 #: Fewest replicas in env=prod: one replica keeps serving while another's node is disrupted.
 PRODUCTION_MIN_REPLICAS = 2
 #: Conservative rates for the startup budgets: reading a GGUF from the pod's disk into memory, and

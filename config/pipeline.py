@@ -23,7 +23,8 @@ Context layout (top level of ``cdk.json`` context; both are global, not per envi
       "dockerHubSecretArn": null,    # Secrets Manager secret {username, secret} for Docker Hub pulls
       "smokeTest": {
         "enabled": true,
-        "via": "auto",               # endpoint (internet-facing NLB) | kubernetesApi (API server proxy)
+        "via": "auto",               # endpoint (internet-facing NLB) | vpc (CodeBuild in the cluster VPC)
+                                     # | kubernetesApi (API server proxy)
         "readyTimeoutSeconds": 1200,
         "predictTimeoutSeconds": 300,
         "apiKeySecretArn": null      # Secrets Manager secret with the API key (inference.apiKey.enabled)
@@ -118,9 +119,10 @@ class SourceProvider(enum.StrEnum):
 class SmokeVia(enum.StrEnum):
     """How the post-deploy smoke test reaches a stage's service."""
 
-    AUTO = "auto"  # endpoint for an internet-facing NLB, kubernetesApi for an internal one
-    ENDPOINT = "endpoint"  # straight to the NLB hostname
-    KUBERNETES_API = "kubernetesApi"  # through the EKS API server's service proxy
+    AUTO = "auto"  # endpoint for an internet-facing NLB, vpc for an internal one
+    ENDPOINT = "endpoint"  # straight to the NLB hostname, from the pipeline's CodeBuild
+    VPC = "vpc"  # from a CodeBuild project of the stage in the cluster VPC's private subnets
+    KUBERNETES_API = "kubernetesApi"  # through the EKS API server's service proxy (public API endpoint)
 
 
 class CrossAccountKeys(enum.StrEnum):
@@ -200,8 +202,11 @@ class SmokeTestConfig(ConfigModel):
     enabled: Bool = Field(True, description="Smoke-test every stage after its deploy.")
     via: SmokeVia = Field(
         SmokeVia.AUTO,
-        description="`endpoint` (the NLB hostname, needs an internet-facing NLB), `kubernetesApi` (the EKS "
-        "API server's service proxy) or `auto` (endpoint for an internet-facing NLB, else kubernetesApi).",
+        description="`endpoint` (the NLB hostname from the pipeline's CodeBuild: an internet-facing NLB "
+        "whose source ranges admit it), `vpc` (a CodeBuild project of the stage in the cluster VPC's "
+        "private subnets requests the internal NLB; works with a private cluster endpoint), "
+        "`kubernetesApi` (the EKS API server's service proxy; needs the public API endpoint) or `auto` "
+        "(`endpoint` for an internet-facing NLB, else `vpc`).",
     )
     ready_timeout_s: Int = Field(
         1200,
@@ -221,7 +226,7 @@ class SmokeTestConfig(ConfigModel):
     api_key_secret_arn: SecretArn | None = Field(
         None,
         description="Secrets Manager secret with the service's API key "
-        "(stages with `inference.apiKey.enabled`).",
+        "(stages with `inference.apiKey.enabled`; with `vpc`, a secret of the stage's account).",
     )
 
 

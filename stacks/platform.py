@@ -75,6 +75,7 @@ def build_app(
         "Addons",
         cluster=cluster.cluster,
         cluster_name=name,
+        kubernetes_version=config.cluster.kubernetes_version,
         vpc=network.vpc,
         config=config.addons,
         system_node_selector={NODE_CLASS_LABEL: "system"},

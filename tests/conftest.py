@@ -104,14 +104,23 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
 
 ADMIN = "arn:aws:iam::111111111111:role/platform-admin"
 BREAK_GLASS = "arn:aws:iam::111111111111:role/ops/break-glass"
+#: An IAM Identity Center permission set's role, path included (as `aws iam get-role` prints it).
+SSO_ADMIN = (
+    "arn:aws:iam::111111111111:role/aws-reserved/sso.amazonaws.com/us-west-2/"
+    "AWSReservedSSO_AdministratorAccess_0123456789abcdef"
+)
+USER_ADMIN = "arn:aws:iam::111111111111:user/alice"
+ADMINS = (ADMIN, BREAK_GLASS, SSO_ADMIN, USER_ADMIN)
 
 #: The second configuration: everything the default does not exercise, in one more synth (tests/infra,
 #: tests/helm).
 VARIANT = {
-    "env": "prod",
-    "cluster.endpointAccess": "private",
-    "cluster.adminRoleArns": f"{ADMIN},{BREAK_GLASS}",
-    "cluster.kubernetesVersion": "1.31",
+    "env": "prod",  # production: the API endpoint is private by default
+    "cluster.adminPrincipalArns": ",".join(ADMINS),
+    # people on the corporate VPN reach the private endpoint
+    "cluster.privateAccessCidrs": "172.16.0.0/12",
+    # In extended support on TEST_TODAY: the support warning.
+    "cluster.kubernetesVersion": "1.32",
     "cluster.logging": "api,audit",
     # GPU capacity from the managed nodegroup (seed ch5), whatever the default is; one node per replica
     # of env=prod's two (no spare node: pods are replaced in place during a rollout).
@@ -133,7 +142,7 @@ ALTERNATIVE = {
 
 @pytest.fixture(scope="session")
 def variant(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    """Prod, private endpoint, admin roles, Kubernetes 1.31, GPU nodegroup, Bottlerocket system nodes,
+    """Prod (private endpoint), admin principals, Kubernetes 1.32, GPU nodegroup, Bottlerocket system nodes,
     Karpenter in namespace ``karpenter``."""
     return synth_app(tmp_path_factory.mktemp("variant"), VARIANT)
 

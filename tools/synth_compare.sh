@@ -5,8 +5,8 @@
 #   tools/synth_compare.sh synth /tmp/after         # after it
 #   tools/synth_compare.sh diff /tmp/before /tmp/after
 #
-# Modes: dev and prod (cdk.json as is), pipeline (deployMode=pipeline, one test account for the pipeline and
-# both stages, a GitHub source with the shared-data repository), and two variants that exercise the other
+# Modes: dev and prod (cdk.json as is; prod with an admin principal), pipeline (deployMode=pipeline, one test
+# account for the pipeline and both stages, a GitHub source with the shared-data repository), and two variants that exercise the other
 # branches of the configuration: GPU nodegroup + Amazon Managed Prometheus, and the CPU inference variant.
 # Offline: no credentials, no lookups (as `make synth`). `diff` runs tools/synth_compare.py.
 set -euo pipefail
@@ -15,10 +15,12 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 AWS_EC2_METADATA_DISABLE
 
 ACCOUNT=111111111111
 CONNECTION="arn:aws:codeconnections:us-west-2:${ACCOUNT}:connection/0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d"
+# prod is a production environment: it refuses a cluster nobody can administer.
+ADMIN="-c cluster.adminPrincipalArns=arn:aws:iam::${ACCOUNT}:role/platform-admin"
 declare -A MODES=(
   [dev]=""
-  [prod]="-c env=prod"
-  [pipeline]="-c deployMode=pipeline -c pipeline.account=${ACCOUNT} -c aws.account=${ACCOUNT}
+  [prod]="-c env=prod ${ADMIN}"
+  [pipeline]="-c deployMode=pipeline -c pipeline.account=${ACCOUNT} -c aws.account=${ACCOUNT} ${ADMIN}
     -c pipeline.source.provider=github -c pipeline.source.connectionArn=${CONNECTION}
     -c pipeline.source.repository=acme/llama-eks -c pipeline.source.sharedData.repository=acme/llama-eks-shared"
   [nodegroup-amp]="-c compute.gpuCapacity=nodegroup -c addons.karpenter.enabled=false -c addons.metrics.backend=amp"

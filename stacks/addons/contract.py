@@ -20,6 +20,25 @@ from constructs import Construct
 
 from config.addons import AddonsConfig
 
+#: The kubectl handler and its provider framework are Lambda functions: one invocation runs 15 minutes at
+#: most (aws-eks-v2's KubectlProvider sets both to the Lambda maximum). A release's Helm command must end
+#: inside it, or CloudFormation waits an hour for a response that never comes.
+KUBECTL_HANDLER_TIMEOUT = Duration.minutes(15)
+#: What one invocation spends besides Helm's own waiting: `aws eks update-kubeconfig`, the ECR login and
+#: chart pull of an OCI release, Lambda start-up in the VPC, Helm's broken-pipe retries.
+HANDLER_OVERHEAD = Duration.minutes(2)
+
+
+def max_release_timeout(handler_timeout: Duration = KUBECTL_HANDLER_TIMEOUT) -> Duration:
+    """The longest ``--timeout`` a release may have inside one handler invocation of ``handler_timeout``.
+
+    With ``--atomic`` a failed install or upgrade first waits up to ``--timeout`` for its resources, then
+    Helm rolls back (uninstalls a first install) and waits up to ``--timeout`` again: twice the timeout
+    plus :data:`HANDLER_OVERHEAD` must fit (15 min -> 6.5 min).
+    """
+    spare = handler_timeout.to_seconds() - HANDLER_OVERHEAD.to_seconds()
+    return Duration.seconds(int(spare) // 2)
+
 
 @dataclass
 class AddonContext:
@@ -27,6 +46,8 @@ class AddonContext:
 
     cluster: eks.Cluster
     cluster_name: str
+    #: ``cluster.kubernetesVersion`` (the AMI parameters of Karpenter's nodes name it).
+    kubernetes_version: str
     vpc: ec2.IVpc
     region: str
     config: AddonsConfig
@@ -43,8 +64,9 @@ class HelmRelease:
     """A pinned Helm release and how long CloudFormation waits for it.
 
     ``wait``: Helm waits until the release's Deployments/DaemonSets are ready, so a failure surfaces as a
-    failed stack (and rollback), not as a broken cluster after a green deploy. ``timeout`` stays below the
-    kubectl handler's 15-minute Lambda limit.
+    failed stack (and rollback), not as a broken cluster after a green deploy. ``atomic`` (= ``wait``):
+    Helm rolls a failed release back itself. ``timeout`` leaves room for that rollback inside the kubectl
+    handler's 15 minutes (:func:`max_release_timeout`, 6.5 min); a longer one fails here.
     """
 
     chart: str
@@ -54,8 +76,15 @@ class HelmRelease:
     release: str
     timeout: Duration
     wait: bool = True
-    #: True when another release owns the CRDs (Helm installs a chart's crds/ folder once, never upgrades it).
-    skip_crds: bool = False
+
+    def __post_init__(self) -> None:
+        limit, timeout = max_release_timeout().to_seconds(), self.timeout.to_seconds()
+        if not 0 < timeout <= limit:
+            raise ValueError(
+                f"HelmRelease {self.release}: timeout {timeout} s is invalid; allowed: 1 to {limit} s "
+                f"(twice the timeout, for --atomic's rollback, plus {HANDLER_OVERHEAD.to_seconds()} s must "
+                f"fit the kubectl handler's {KUBECTL_HANDLER_TIMEOUT.to_seconds()} s)"
+            )
 
     def install(
         self, scope: Construct, construct_id: str, cluster: eks.ICluster, values: dict[str, Any]
@@ -75,7 +104,6 @@ class HelmRelease:
             atomic=self.wait,
             timeout=self.timeout,
             create_namespace=True,
-            skip_crds=self.skip_crds,
         )
 
 

@@ -6,17 +6,18 @@ Everything here mirrors Karpenter's official getting-started template for v1.14
 * controller role through EKS Pod Identity with the template's six policies (``karpenter_iam``);
 * node role with the template's four managed policies and an ``EC2_LINUX`` access entry;
 * interruption queue (SSE, 300 s retention, the template's queue policy) and five EventBridge rules;
-* Helm releases ``karpenter-crd`` and ``karpenter`` from ``oci://public.ecr.aws/karpenter``;
+* Helm releases ``karpenter-crd`` (owns the CRDs) and ``karpenter`` from ``oci://public.ecr.aws/karpenter``;
 * EC2NodeClass + NodePools (``charts/karpenter.py``) applied after the controller, so that on
-  ``cdk destroy`` they are deleted while Karpenter still runs and can terminate the nodes it launched.
+  ``cdk destroy`` they are deleted while Karpenter still runs and can terminate the nodes it launched;
+* the pinned AMI release checked at deploy time (``PinnedAmis``: SSM-typed CloudFormation parameters).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import jsii
-from aws_cdk import Duration
+from aws_cdk import CfnOutput, CfnParameter, Duration
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
@@ -25,6 +26,7 @@ from constructs import Construct
 
 from charts.karpenter import GpuNodePoolProps, KarpenterNodePools, KarpenterNodePoolsProps
 from config.addons import AddonsConfig, KarpenterConfig
+from config.versions import al2023_ami_parameter
 from stacks.addons import karpenter_iam
 from stacks.addons.contract import AddonContext, ClusterAddon, HelmRelease
 from stacks.addons.pod_identity import PodIdentityRole
@@ -125,6 +127,45 @@ class InterruptionQueue(Construct):
             )
 
 
+class PinnedAmis(Construct):
+    """Deploy-time proof that the pinned AMI release exists: one CloudFormation parameter per image the
+    NodePools use, of type ``AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>`` on the public SSM parameter
+    that Karpenter's ``al2023@<release>`` alias resolves. A release that does not exist for this Kubernetes
+    version fails the stack's change set before anything is created (instead of an EC2NodeClass that never
+    becomes Ready); the outputs show the AMI ids Karpenter will launch.
+    """
+
+    #: Construct id -> (image variant, which nodes use it).
+    IMAGES: ClassVar[dict[str, tuple[str, str]]] = {
+        "GpuAmi": ("nvidia", "GPU NodePool"),
+        "StandardAmi": ("standard", "general-purpose NodePool"),
+    }
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, kubernetes_version: str, release: str, general: bool
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.parameters: dict[str, CfnParameter] = {}
+        for cid, (variant, nodes) in self.IMAGES.items():
+            if variant == "standard" and not general:
+                continue
+            path = al2023_ami_parameter(kubernetes_version, "x86_64", variant, release)
+            self.parameters[cid] = CfnParameter(
+                self,
+                cid,
+                type="AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
+                default=path,
+                description=f"AMI of Karpenter's {nodes}: AL2023 {variant} release {release} for Kubernetes "
+                f"{kubernetes_version} (the deploy fails here if that release does not exist)",
+            )
+            CfnOutput(
+                self,
+                f"{cid}Id",
+                value=self.parameters[cid].value_as_string,
+                description=f"AMI id of Karpenter's {nodes} (al2023@{release}, {variant}, x86_64)",
+            )
+
+
 class KarpenterNodeRole(Construct):
     """Role of the instances Karpenter launches (the template's KarpenterNodeRole) and its access entry.
 
@@ -203,7 +244,8 @@ class KarpenterController(Construct):
             version=config.version,
             namespace=config.namespace,
             release="karpenter-crd",
-            timeout=Duration.minutes(5),
+            # CRDs only, no pods to wait for.
+            timeout=Duration.minutes(3),
         )
         controller_release = HelmRelease(
             chart="karpenter",
@@ -211,12 +253,16 @@ class KarpenterController(Construct):
             version=config.version,
             namespace=config.namespace,
             release="karpenter",
-            skip_crds=True,
             # Two replicas on the system nodes; image pulls from public ECR.
-            timeout=Duration.minutes(10),
+            timeout=Duration.minutes(5),
         )
-        # karpenter-crd owns the CRDs so that `helm upgrade` updates them (a chart's crds/ folder is only
-        # installed once); the controller chart skips its copy.
+        # One owner of the CRDs: karpenter-crd ships them as templates, so every `helm upgrade` of it
+        # updates them (and its uninstall removes them, after the controller). The controller chart also
+        # carries them in its crds/ folder, and the kubectl handler cannot skip that folder (aws-eks-v2
+        # reads HelmChart's skipCrds but never passes --skip-crds to Helm). It does not need to: Helm
+        # creates a crds/ folder only on install and skips every CRD that already exists, and never
+        # touches it on upgrade. Installing karpenter-crd first (the dependency below) makes the
+        # controller's copy a no-op on every deploy.
         self.crds = crd_release.install(self, "CrdChart", ctx.cluster, values={})
         self.chart = controller_release.install(
             self,
@@ -262,6 +308,13 @@ class KarpenterAddon(ClusterAddon):
             root, "Controller", ctx=ctx, config=cfg, node_role=node_role.role, queue=interruption.queue
         )
         controller.chart.node.add_dependency(interruption)
+        self.amis = PinnedAmis(
+            root,
+            "Amis",
+            kubernetes_version=ctx.kubernetes_version,
+            release=cfg.ami_version,
+            general=cfg.general_purpose_pool,
+        )
 
         chart = KarpenterNodePools(
             ctx.cdk8s_app,
@@ -275,8 +328,10 @@ class KarpenterAddon(ClusterAddon):
                 gpu=GpuNodePoolProps(
                     instance_families=cfg.gpu_instance_families,
                     capacity_types=cfg.capacity_types,
+                    consolidation_policy=cfg.consolidation_policy,
                     consolidate_after=cfg.consolidate_after,
                     expire_after=cfg.expire_after,
+                    termination_grace_period=cfg.termination_grace_period,
                     disruption_budget=cfg.disruption_budget,
                     gpu_limit=cfg.gpu_limit,
                     cpu_limit=cfg.cpu_limit,

@@ -15,7 +15,7 @@ RELEASE = HelmRelease(
     namespace="keda",
     release="keda",
     # Operator, metrics API server and admission webhooks must be ready before ScaledObjects arrive.
-    timeout=Duration.minutes(10),
+    timeout=Duration.minutes(5),
 )
 
 

@@ -29,7 +29,7 @@ RELEASE = HelmRelease(
     namespace=NAMESPACE,
     release="aws-load-balancer-controller",
     # Its webhooks intercept Services/Ingresses of later releases: they must be serving first.
-    timeout=Duration.minutes(10),
+    timeout=Duration.minutes(5),
 )
 
 

@@ -3,7 +3,8 @@ Prometheus (the in-cluster Prometheus scrapes and remote-writes to an AMP worksp
 
 Either way the prometheus-operator CRDs (ServiceMonitor, PodMonitor, PrometheusRule) exist, so charts
 emit the same monitors. Prometheus selects every ServiceMonitor/PodMonitor/PrometheusRule in the cluster,
-not only those labelled with the Helm release.
+not only those labelled with the Helm release. Its data lives on an encrypted gp3 volume (EBS CSI driver,
+``ebs_csi.py``); the control-plane components EKS runs for us are not monitored (nothing to scrape).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from aws_cdk import aws_aps as aps
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from charts.storage import STORAGE_CLASS_NAME
 from config.addons import KUBE_PROMETHEUS_STACK_CHART, AddonsConfig, MetricsBackend
 from config.names import MONITORING_NAMESPACE, PROMETHEUS_RELEASE
 from stacks.addons.contract import AddonContext, ClusterAddon, HelmRelease
@@ -29,9 +31,40 @@ RELEASE = HelmRelease(
     version=KUBE_PROMETHEUS_STACK_CHART,
     namespace=NAMESPACE,
     release=PROMETHEUS_RELEASE,
-    # Ten large CRDs plus operator, Prometheus, Alertmanager, Grafana, node-exporter: the longest release.
-    timeout=Duration.minutes(15),
+    # Ten large CRDs, admission-webhook jobs, operator, Grafana, kube-state-metrics, node-exporter: the
+    # longest release (Prometheus and Alertmanager are the operator's StatefulSets; Helm does not wait).
+    timeout=Duration.minutes(6),
 )
+
+
+#: kube-prometheus-stack components that cannot be scraped on EKS (their monitors and rules are switched off).
+EKS_MANAGED_COMPONENTS = ("kubeControllerManager", "kubeScheduler", "kubeEtcd", "kubeProxy")
+#: Prometheus stops at this share of its volume (``retentionSize``), before the disk is full.
+RETENTION_SHARE = 0.85
+
+
+def _resources(cpu: str, memory: str, memory_limit: str) -> dict[str, Any]:
+    return {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory_limit}}
+
+
+def _storage(gib: int) -> dict[str, Any]:
+    """Prometheus's volume: a claim on the default encrypted gp3 class, deleted with the StatefulSet."""
+    if not gib:
+        return {}
+    return {
+        "retentionSize": f"{int(gib * RETENTION_SHARE)}GiB",
+        "storageSpec": {
+            "volumeClaimTemplate": {
+                "spec": {
+                    "storageClassName": STORAGE_CLASS_NAME,
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": f"{gib}Gi"}},
+                }
+            }
+        },
+        # The volume goes when kube-prometheus-stack does (cdk destroy), not left behind billing.
+        "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"},
+    }
 
 
 class MetricsAddon(ClusterAddon):
@@ -50,6 +83,11 @@ class MetricsAddon(ClusterAddon):
             "podMonitorSelectorNilUsesHelmValues": False,
             "ruleSelectorNilUsesHelmValues": False,
             "nodeSelector": selector,
+            "resources": {
+                "requests": {"cpu": "250m", "memory": cfg.prometheus_memory},
+                "limits": {"memory": cfg.prometheus_memory},
+            },
+            **_storage(cfg.storage_gib),
         }
         prometheus: dict[str, Any] = {
             "serviceAccount": {"create": True, "name": PROMETHEUS_SERVICE_ACCOUNT},
@@ -94,13 +132,35 @@ class MetricsAddon(ClusterAddon):
             ctx.cluster,
             values={
                 "prometheus": prometheus,
+                # No admin password in the values: the Grafana chart generates one (40 random characters)
+                # into the Secret kube-prometheus-stack-grafana on install and keeps it on upgrades.
                 # The grafana subchart reads its values only when installed: no dead keys otherwise.
-                "grafana": {"enabled": True, "nodeSelector": selector} if cfg.grafana else {"enabled": False},
-                "alertmanager": {"alertmanagerSpec": {"nodeSelector": selector}},
-                "prometheusOperator": {"nodeSelector": selector},
+                "grafana": (
+                    {
+                        "enabled": True,
+                        "nodeSelector": selector,
+                        "resources": _resources("100m", "256Mi", "512Mi"),
+                    }
+                    if cfg.grafana
+                    else {"enabled": False}
+                ),
+                "alertmanager": {
+                    "alertmanagerSpec": {
+                        "nodeSelector": selector,
+                        "resources": _resources("50m", "128Mi", "256Mi"),
+                    }
+                },
+                "prometheusOperator": {
+                    "nodeSelector": selector,
+                    "resources": _resources("100m", "128Mi", "256Mi"),
+                },
                 "kube-state-metrics": {"nodeSelector": selector},
                 # node-exporter runs on every node, GPU nodes included.
                 "prometheus-node-exporter": {"tolerations": [{"operator": "Exists"}]},
+                # EKS runs the control plane: no scrape target exists for these, so their ServiceMonitors
+                # find nothing and their absent() alerts (KubeControllerManagerDown, KubeSchedulerDown,
+                # etcd) would fire forever. kube-proxy binds its metrics to 127.0.0.1 on EKS: same.
+                **{component: {"enabled": False} for component in EKS_MANAGED_COMPONENTS},
             },
         )
         if self.identity is not None:

@@ -26,19 +26,7 @@ class PodIdentityRole(Construct):
         description: str,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.role = iam.Role(
-            self,
-            "Role",
-            assumed_by=iam.ServicePrincipal("pods.eks.amazonaws.com"),
-            description=description,
-        )
-        # Pod Identity requires sts:TagSession next to sts:AssumeRole.
-        assert self.role.assume_role_policy is not None  # a Role always has one
-        self.role.assume_role_policy.add_statements(
-            iam.PolicyStatement(
-                actions=["sts:TagSession"], principals=[iam.ServicePrincipal("pods.eks.amazonaws.com")]
-            )
-        )
+        self.role = pod_identity_role(self, "Role", description=description)
         self.association = eks.CfnPodIdentityAssociation(
             self,
             "Association",
@@ -50,3 +38,22 @@ class PodIdentityRole(Construct):
         agent = cluster.eks_pod_identity_agent
         if agent is not None:
             self.association.node.add_dependency(agent)
+
+
+def pod_identity_role(scope: Construct, construct_id: str, *, description: str) -> iam.Role:
+    """A role that EKS Pod Identity can assume (``pods.eks.amazonaws.com``: sts:AssumeRole and the
+    sts:TagSession it requires). Who may use it is decided by an association (:class:`PodIdentityRole`, or
+    a managed add-on's ``podIdentityAssociations``)."""
+    role = iam.Role(
+        scope,
+        construct_id,
+        assumed_by=iam.ServicePrincipal("pods.eks.amazonaws.com"),
+        description=description,
+    )
+    assert role.assume_role_policy is not None  # a Role always has one
+    role.assume_role_policy.add_statements(
+        iam.PolicyStatement(
+            actions=["sts:TagSession"], principals=[iam.ServicePrincipal("pods.eks.amazonaws.com")]
+        )
+    )
+    return role

@@ -21,6 +21,7 @@ from constructs import Construct
 from config import ConfigError
 from config.addons import AddonsConfig
 from stacks.addons.contract import AddonContext, ClusterAddon
+from stacks.addons.ebs_csi import EbsCsiDriverAddon
 from stacks.addons.karpenter import KarpenterAddon
 from stacks.addons.keda import KedaAddon
 from stacks.addons.load_balancer_controller import LoadBalancerControllerAddon
@@ -30,9 +31,11 @@ from stacks.addons.teardown import ClusterTeardown
 
 
 def default_addons() -> list[ClusterAddon]:
-    """Every add-on, in install order (Karpenter first: it provides nodes; the LB controller second:
-    its webhooks intercept Services of the releases after it)."""
+    """Every add-on, in install order: the EBS CSI driver first (so that on destroy it goes last, after the
+    volumes of deleted claims are gone), Karpenter (it provides nodes), the LB controller (its webhooks
+    intercept Services of the releases after it), then the rest."""
     return [
+        EbsCsiDriverAddon(),
         KarpenterAddon(),
         LoadBalancerControllerAddon(),
         MetricsAddon(),
@@ -48,6 +51,7 @@ class InstalledAddons:
     all of it), or None when the configuration switches it off. Field names are the config keys in
     snake_case."""
 
+    ebs_csi_driver: Construct | None = None
     karpenter: Construct | None = None
     load_balancer_controller: Construct | None = None
     metrics: Construct | None = None
@@ -73,7 +77,8 @@ def _config_key(field_name: str) -> str:
 class AddonsStack(Stack):
     """Installs the enabled add-ons into ``cluster`` one after another (each waits for the previous).
 
-    ``cluster_name`` must be the literal name (Karpenter's IAM condition keys embed it). The configuration
+    ``cluster_name`` must be the literal name (Karpenter's IAM condition keys embed it),
+    ``kubernetes_version`` the cluster's (Karpenter's AMI parameters name it). The configuration
     is already validated, Karpenter against the Kubernetes version included (config/app.py). ``addons``
     lets tests inject a registry. ``installed`` is what later stacks wait for.
     """
@@ -85,6 +90,7 @@ class AddonsStack(Stack):
         *,
         cluster: eks.Cluster,
         cluster_name: str,
+        kubernetes_version: str,
         vpc: ec2.IVpc,
         config: AddonsConfig,
         system_node_selector: Mapping[str, str],
@@ -104,6 +110,7 @@ class AddonsStack(Stack):
         self.ctx = AddonContext(
             cluster=cluster,
             cluster_name=cluster_name,
+            kubernetes_version=kubernetes_version,
             vpc=vpc,
             region=self.region,
             config=config,

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import re
 
-from aws_cdk import RemovalPolicy, Stack
+from aws_cdk import Arn, ArnComponents, ArnFormat, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
-from aws_cdk import aws_logs as logs
+from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from config import ClusterConfig, EndpointAccess
-from stacks.common import acknowledge, managed_policy_finding, retention
+from stacks.common import acknowledge, managed_policy_finding
 
 _LOG_TYPES = {
     "api": eks.ClusterLoggingTypes.API,
@@ -30,10 +31,12 @@ class EksControlPlane(Construct):
     - Capacity: none here (``default_capacity=0``, type NODEGROUP, not Auto Mode); nodegroups are added
       by the stack. ``bootstrap_self_managed_addons`` is off: vpc-cni, kube-proxy and CoreDNS come as
       EKS managed add-ons instead.
-    - Access: the identity that deploys gets cluster admin (creator admin); each of
-      ``config.admin_role_arns`` gets an ``AmazonEKSClusterAdminPolicy`` access entry.
-    - The control-plane log group ``/aws/eks/<name>/cluster`` is created up front with a retention
-      (EKS would create it without one) and retained on deletion (audit logs).
+    - Access: each of ``config.admin_principal_arns`` gets an ``AmazonEKSClusterAdminPolicy`` access
+      entry, and the kubectl handler's role one of its own (aws_eks_v2). Nobody else: the creator-admin
+      bootstrap is off, because the "creator" of a CloudFormation-made cluster is the CloudFormation
+      execution role, which only cloudformation.amazonaws.com can assume.
+    - ``config.private_access_cidrs`` may reach the private endpoint (HTTPS into the cluster security group).
+    - The control-plane log group ``/aws/eks/<name>/cluster`` is EKS's (:class:`ControlPlaneLogGroup`).
     - The kubectl handler runs in the private subnets (private endpoint access is always on), with the
       kubectl layer matching ``config.kubernetes_version``.
     """
@@ -48,12 +51,8 @@ class EksControlPlane(Construct):
         secrets_key: kms.IKey,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.log_group = logs.LogGroup(
-            self,
-            "ControlPlaneLogs",
-            log_group_name=f"/aws/eks/{config.name}/cluster",
-            retention=retention(config.log_retention_days),
-            removal_policy=RemovalPolicy.RETAIN,
+        self.log_group = ControlPlaneLogGroup(
+            self, "ControlPlaneLogs", cluster_name=config.name, retention_days=config.log_retention_days
         )
         if config.endpoint_access is EndpointAccess.PRIVATE:
             endpoint = eks.EndpointAccess.PRIVATE
@@ -69,7 +68,7 @@ class EksControlPlane(Construct):
             vpc_subnets=[ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)],
             default_capacity=0,
             default_capacity_type=eks.DefaultCapacityType.NODEGROUP,
-            bootstrap_cluster_creator_admin_permissions=True,
+            bootstrap_cluster_creator_admin_permissions=False,
             bootstrap_self_managed_addons=False,
             endpoint_access=endpoint,
             cluster_logging=[_LOG_TYPES[t] for t in config.logging],
@@ -94,12 +93,14 @@ class EksControlPlane(Construct):
             support_type=config.support_type.upper()
         )
         cfn_cluster.deletion_protection = config.deletion_protection
+        for cidr in config.private_access_cidrs:
+            self.cluster.cluster_security_group.add_ingress_rule(
+                ec2.Peer.ipv4(cidr), ec2.Port.tcp(443), f"kubectl from {cidr} to the private API endpoint"
+            )
         self._acknowledge_cdk_managed_findings()
-        for arn in config.admin_role_arns:
-            # ID from the role name (not the list position): reordering the list must not replace entries.
-            role_name = re.sub(r"[^A-Za-z0-9]", "", arn.rsplit("/", 1)[-1].title())
+        for arn in config.admin_principal_arns:
             self.cluster.grant_access(
-                f"AdminRole{role_name}",
+                admin_entry_id(arn),
                 arn,
                 [
                     eks.AccessPolicy.from_access_policy_name(
@@ -158,3 +159,105 @@ class EksControlPlane(Construct):
             "aws-cdk-lib pins the kubectl handler's runtime to the one its bundled code is tested on; "
             "it moves with aws-cdk-lib upgrades, not with this app",
         )
+
+
+def admin_entry_id(arn: str) -> str:
+    """Construct ID of an admin principal's access entry: from its kind and name, not the list position
+    (reordering the list must not replace entries): ``AdminRolePlatformAdmin``, ``AdminUserAlice``."""
+    kind = "User" if ":user/" in arn else "Role"
+    name = re.sub(r"[^A-Za-z0-9]", "", arn.rsplit("/", 1)[-1].title())
+    return f"Admin{kind}{name}"
+
+
+class ControlPlaneLogGroup(Construct):
+    """The control-plane log group ``/aws/eks/<cluster name>/cluster``, owned by EKS, kept by the stack at
+    ``retention_days``.
+
+    EKS writes to exactly this name and creates the group itself when it is missing. A CloudFormation
+    ``AWS::Logs::LogGroup`` of that name cannot survive deploy -> destroy -> deploy: retained, the next
+    create fails because the group exists; deleted, EKS recreates it from the logs it still flushes while
+    the cluster goes, with the same result, and the audit logs are gone. So no CloudFormation resource owns
+    it: before the cluster exists a custom resource creates the group (``ResourceAlreadyExistsException``
+    ignored: a redeploy reuses it) and sets its retention, on every create and update. On delete it does
+    nothing: the group and its audit logs outlive the stack and expire with the retention.
+    """
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, cluster_name: str, retention_days: int
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.log_group_name = f"/aws/eks/{cluster_name}/cluster"
+        stack = Stack.of(self)
+        arn = Arn.format(
+            ArnComponents(
+                service="logs",
+                resource="log-group",
+                resource_name=self.log_group_name,
+                arn_format=ArnFormat.COLON_RESOURCE_NAME,
+            ),
+            stack,
+        )
+        # IAM evaluates most CloudWatch Logs actions against the group's ARN with a trailing ":*".
+        policy = cr.AwsCustomResourcePolicy.from_statements(
+            [
+                iam.PolicyStatement(
+                    actions=["logs:CreateLogGroup", "logs:PutRetentionPolicy"], resources=[arn, f"{arn}:*"]
+                )
+            ]
+        )
+        name = cr.PhysicalResourceId.of(self.log_group_name)
+        create = cr.AwsSdkCall(
+            service="CloudWatchLogs",
+            action="createLogGroup",
+            parameters={"logGroupName": self.log_group_name},
+            physical_resource_id=name,
+            ignore_error_codes_matching="ResourceAlreadyExistsException",
+        )
+        self.create = cr.AwsCustomResource(
+            self,
+            "Create",
+            resource_type="Custom::EksControlPlaneLogGroup",
+            on_create=create,
+            on_update=create,
+            policy=policy,
+            install_latest_aws_sdk=False,
+        )
+        put_retention = cr.AwsSdkCall(
+            service="CloudWatchLogs",
+            action="putRetentionPolicy",
+            parameters={"logGroupName": self.log_group_name, "retentionInDays": retention_days},
+            physical_resource_id=name,
+        )
+        self.retention = cr.AwsCustomResource(
+            self,
+            "Retention",
+            resource_type="Custom::EksControlPlaneLogRetention",
+            on_create=put_retention,
+            on_update=put_retention,
+            policy=policy,
+            install_latest_aws_sdk=False,
+        )
+        self.retention.node.add_dependency(self.create)
+        # Both calls run in AwsCustomResource's one function per stack (a SingletonFunction).
+        provider = stack.node.find_child("AWS" + cr.AwsCustomResource.PROVIDER_FUNCTION_UUID.replace("-", ""))
+        acknowledge(
+            provider,
+            managed_policy_finding("service-role/AWSLambdaBasicExecutionRole"),
+            "the SDK-call function of the control-plane log group's custom resources writes only its own "
+            "CloudWatch logs; its two logs: actions are on the one log group (inline policy)",
+        )
+        acknowledge(
+            self,
+            f"AwsSolutions-IAM5[Resource::{_as_nag_renders(stack, f'{arn}:*')}]",
+            "the trailing :* is how IAM names one log group for CloudWatch Logs actions; the statement "
+            "covers exactly the control-plane log group of this cluster",
+        )
+
+
+def _as_nag_renders(stack: Stack, value: str) -> str:
+    """``value`` as cdk-nag writes it in a finding id: pseudo parameters as ``<AWS::Name>``."""
+    resolved = stack.resolve(value)
+    if isinstance(resolved, str):
+        return resolved
+    parts = resolved["Fn::Join"][1]
+    return "".join(p if isinstance(p, str) else f"<{p['Ref']}>" for p in parts)

@@ -10,6 +10,11 @@ BEFORE_NODES = ("vpc-cni", "kube-proxy", "eks-pod-identity-agent")
 #: Add-ons whose pods need nodes to run on (created after the system nodegroup, else they stay DEGRADED).
 AFTER_NODES = ("coredns", "metrics-server")
 
+#: Configuration values per add-on (the add-on's JSON schema: `aws eks describe-addon-configuration`).
+#: vpc-cni: its network policy agent enforces Kubernetes NetworkPolicies (the inference chart's among them);
+#: without it they are accepted and silently ignored. The EKS schema takes the string "true".
+CONFIGURATION: dict[str, dict[str, str]] = {"vpc-cni": {"enableNetworkPolicy": "true"}}
+
 _IDS = {
     "vpc-cni": "VpcCni",
     "kube-proxy": "KubeProxy",
@@ -19,7 +24,8 @@ _IDS = {
 
 
 class ManagedAddons(Construct):
-    """Creates the configured EKS managed add-ons at the version EKS defaults to for the cluster version.
+    """Creates the configured EKS managed add-ons at the version EKS defaults to for the cluster version,
+    with :data:`CONFIGURATION` (vpc-cni enforces NetworkPolicies).
 
     ``eks-pod-identity-agent`` is the cluster's own lazily created add-on
     (``cluster.eks_pod_identity_agent``), so service accounts that use Pod Identity share it instead of
@@ -38,7 +44,12 @@ class ManagedAddons(Construct):
                 assert addon is not None  # created on first access
             else:
                 addon = eks.Addon(
-                    self, _IDS[name], cluster=cluster, addon_name=name, preserve_on_delete=False
+                    self,
+                    _IDS[name],
+                    cluster=cluster,
+                    addon_name=name,
+                    preserve_on_delete=False,
+                    configuration_values=CONFIGURATION.get(name),
                 )
             self.addons[name] = addon
 

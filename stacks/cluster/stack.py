@@ -10,9 +10,10 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from config import ClusterConfig, ComputeConfig, GpuCapacity
+from config import ClusterConfig, ComputeConfig, ConfigError, GpuCapacity
 from stacks.cluster.control_plane import EksControlPlane
 from stacks.cluster.managed_addons import ManagedAddons
 from stacks.cluster.nodegroup import ManagedNodegroup
@@ -20,6 +21,7 @@ from stacks.cluster.nodes import NodeRole, NodeSecurityGroup
 from stacks.cluster.secrets_key import SecretsKey
 
 VERSION_WARNING_ID = "llama-eks:kubernetesVersionSupport"
+NO_ADMIN_WARNING_ID = "llama-eks:noClusterAdmin"
 
 
 class ClusterStack(Stack):
@@ -29,7 +31,8 @@ class ClusterStack(Stack):
     manifests and Helm charts), ``node_security_group``, ``node_role``, ``secrets_key``,
     ``system_nodegroup`` and ``gpu_nodegroup`` (None unless ``compute.gpuCapacity`` is ``nodegroup``).
 
-    ``today`` decides the Kubernetes support warning (injected so synth output is deterministic in tests).
+    ``today`` decides the Kubernetes support warning, and refuses a version past its extended support
+    (EKS creates no cluster on it); injected so synth output is deterministic in tests.
     """
 
     def __init__(
@@ -43,6 +46,9 @@ class ClusterStack(Stack):
         today: datetime.date,
         **kwargs: Any,
     ) -> None:
+        ended = cluster_config.version_info.ended_problem(today)
+        if ended is not None:
+            raise ConfigError("cluster.kubernetesVersion", cluster_config.kubernetes_version, ended)
         super().__init__(scope, construct_id, **kwargs)
         name = cluster_config.name
         self.secrets_key: kms.Key = SecretsKey(self, "SecretsKey", cluster_name=name).key
@@ -66,6 +72,7 @@ class ClusterStack(Stack):
                 construct_id,
                 cluster=self.cluster,
                 config=config,
+                kubernetes_version=cluster_config.kubernetes_version,
                 node_role=self.node_role,
                 node_security_group=self.node_security_group,
             )
@@ -83,9 +90,23 @@ class ClusterStack(Stack):
         if compute_config.gpu_capacity is GpuCapacity.NODEGROUP:
             self.gpu_nodegroup = nodegroup("GpuNodegroup", compute_config.gpu_nodegroup).nodegroup
 
+        # The Lambda functions of this stack (the kubectl handler: every manifest and chart it applied, and
+        # the custom resources' functions) keep their logs as long as the control plane's, not CDK's 2 years.
+        for child in self.node.find_all():
+            if isinstance(child, logs.CfnLogGroup):
+                child.retention_in_days = cluster_config.log_retention_days
+
         warning = cluster_config.version_info.support_warning(today)
         if warning:
             Annotations.of(self).add_warning_v2(VERSION_WARNING_ID, warning)
+        if not cluster_config.admin_principal_arns:
+            Annotations.of(self).add_warning_v2(
+                NO_ADMIN_WARNING_ID,
+                "cluster.adminPrincipalArns is empty: nobody can use kubectl on this cluster (the "
+                "runbook's smoke test and the API-key Secret need it). Add your IAM role or user ARN, e.g. "
+                "-c cluster.adminPrincipalArns=arn:aws:iam::123456789012:role/platform-admin (find yours "
+                "with `aws sts get-caller-identity`; docs/runbook.md, 'kubectl access').",
+            )
 
         CfnOutput(self, "ClusterName", value=self.cluster.cluster_name, description="EKS cluster name")
         CfnOutput(

@@ -40,8 +40,8 @@ def stage_configs(context: Mapping[str, Any], pipeline: PipelineConfig) -> dict[
 def smoke_access(name: str, config: AppConfig, pipeline: PipelineConfig) -> SmokeAccess | None:
     """How the smoke test of stage ``name`` reaches its service, or None when smoke tests are off.
 
-    ``auto``: the NLB hostname when it is internet-facing, else the Kubernetes API's service proxy.
-    Raises ConfigError when the chosen way cannot reach the stage from CodeBuild.
+    ``auto``: the NLB hostname when it is internet-facing, else a CodeBuild project in the stage's VPC.
+    Raises ConfigError when the chosen way cannot reach the stage.
     """
     smoke = pipeline.smoke_test
     if not smoke.enabled:
@@ -50,28 +50,37 @@ def smoke_access(name: str, config: AppConfig, pipeline: PipelineConfig) -> Smok
     internet_facing = inference.exposure.scheme.value == "internet-facing"
     via = smoke.via
     if via is SmokeVia.AUTO:
-        via = SmokeVia.ENDPOINT if internet_facing else SmokeVia.KUBERNETES_API
+        via = SmokeVia.ENDPOINT if internet_facing else SmokeVia.VPC
     if via is SmokeVia.ENDPOINT and not internet_facing:
         raise ConfigError(
             "pipeline.smokeTest.via",
             smoke.via.value,
-            f"'auto' or 'kubernetesApi' for stage '{name}': its NLB is internal "
-            "(inference.exposure.scheme), CodeBuild cannot reach it",
+            f"'auto' or 'vpc' for stage '{name}': its NLB is internal (inference.exposure.scheme), the "
+            "pipeline's CodeBuild outside the VPC cannot reach it",
+        )
+    if via is SmokeVia.VPC and internet_facing:
+        raise ConfigError(
+            "pipeline.smokeTest.via",
+            smoke.via.value,
+            f"'auto' or 'endpoint' for stage '{name}': its NLB is internet-facing "
+            "(inference.exposure.scheme), reached from the VPC only through the NAT gateways' addresses, "
+            "which its source ranges do not name",
         )
     if via is SmokeVia.KUBERNETES_API:
         if config.cluster.endpoint_access is EndpointAccess.PRIVATE:
             raise ConfigError(
-                "pipeline.smokeTest.enabled",
-                True,
-                f"false for stage '{name}': its cluster API is private (cluster.endpointAccess) and its NLB "
-                "internal, so CodeBuild outside the VPC reaches neither",
+                "pipeline.smokeTest.via",
+                smoke.via.value,
+                f"'auto' or 'vpc' for stage '{name}': its cluster API is private (cluster.endpointAccess), "
+                "the pipeline's CodeBuild outside the VPC cannot reach it",
             )
         if inference.api_key.enabled:
             raise ConfigError(
                 "pipeline.smokeTest.via",
                 smoke.via.value,
-                f"'endpoint' (with an internet-facing NLB) for stage '{name}': inference.apiKey.enabled "
-                "needs the bearer header, which the API server's proxy does not pass on",
+                f"'auto' or 'vpc' (or 'endpoint' with an internet-facing NLB) for stage '{name}': "
+                "inference.apiKey.enabled needs the bearer header, which the API server's proxy does not "
+                "pass on",
             )
     elif inference.api_key.enabled and not smoke.api_key_secret_arn:
         raise ConfigError(
@@ -79,8 +88,15 @@ def smoke_access(name: str, config: AppConfig, pipeline: PipelineConfig) -> Smok
             None,
             f"a Secrets Manager secret ARN holding the API key of stage '{name}' (inference.apiKey.enabled)",
         )
-    wire = "endpoint" if via is SmokeVia.ENDPOINT else "kubernetes-api"
-    return SmokeAccess(via=wire, pipeline_account=str(pipeline.account), pipeline_name=pipeline.name)
+    wire = {SmokeVia.ENDPOINT: "endpoint", SmokeVia.VPC: "vpc"}.get(via, "kubernetes-api")
+    return SmokeAccess(
+        via=wire,
+        pipeline_account=str(pipeline.account),
+        pipeline_name=pipeline.name,
+        ready_timeout_s=smoke.ready_timeout_s,
+        predict_timeout_s=smoke.predict_timeout_s,
+        api_key_secret_arn=smoke.api_key_secret_arn,
+    )
 
 
 def build_pipeline(scope: Construct, context: Mapping[str, Any], pipeline: PipelineConfig) -> PipelineStack:

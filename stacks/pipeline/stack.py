@@ -287,6 +287,7 @@ class PipelineStack(cdk.Stack):
         spec: SmokeTestSpec | None = getattr(stage, "smoke_test", None)
         if not smoke.enabled or spec is None:
             return None
+        vpc = spec.env.get("LLAMA_SMOKE_VIA") == "vpc"
         env_vars: dict[str, codebuild.BuildEnvironmentVariable] = {}
         if smoke.api_key_secret_arn and spec.env.get("LLAMA_SMOKE_VIA") == "endpoint":
             env_vars["LLAMA_API_KEY"] = codebuild.BuildEnvironmentVariable(
@@ -312,5 +313,8 @@ class PipelineStack(cdk.Stack):
             else None,
             role_policy_statements=statements or None,
             commands=["python3 stacks/pipeline/codebuild/smoke.py"],
-            timeout=cdk.Duration.seconds(smoke.ready_timeout_s + smoke.predict_timeout_s + 300),
+            # In-VPC: the stage's project queues, starts in the VPC and runs its own bounded wait.
+            timeout=cdk.Duration.seconds(
+                smoke.ready_timeout_s + smoke.predict_timeout_s + (900 if vpc else 300)
+            ),
         )

@@ -46,14 +46,38 @@ def test_gpu_nodepool_matches_the_seed_and_the_issue():
         "kubernetes.io/os": ("In", ["linux"]),
     }
     assert template["taints"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}]
-    assert template["expireAfter"] == "720h"
+    assert (template["expireAfter"], template["terminationGracePeriod"]) == ("720h", "1h")
     assert pool["template"]["metadata"]["labels"] == {"llama-eks/node-class": "gpu"}
+    # Serving survives voluntary disruption: only empty GPU nodes are consolidated, one node at a time.
     assert pool["disruption"] == {
-        "consolidationPolicy": "WhenEmptyOrUnderutilized",
+        "consolidationPolicy": "WhenEmpty",
         "consolidateAfter": "5m",
-        "budgets": [{"nodes": "10%"}, {"nodes": "1", "reasons": ["Drifted"]}],
+        "budgets": [{"nodes": "1"}, {"nodes": "1", "reasons": ["Drifted"]}],
     }
     assert pool["limits"] == {"cpu": 256, "nvidia.com/gpu": 8}
+
+
+def test_every_disruption_setting_reaches_the_gpu_pool_and_validates():
+    gpu = GpuNodePoolProps(
+        consolidation_policy="WhenEmptyOrUnderutilized",
+        consolidate_after="10m",
+        expire_after="Never",
+        termination_grace_period="2h",
+        disruption_budget="20%",
+    )
+    docs = _synth(dataclasses.replace(PROPS, gpu=gpu, general_purpose_cpu_limit=8))
+    pool = validate(docs[f"NodePool/{GPU_NODEPOOL_NAME}"])["spec"]
+    assert pool["disruption"] == {
+        "consolidationPolicy": "WhenEmptyOrUnderutilized",
+        "consolidateAfter": "10m",
+        "budgets": [{"nodes": "20%"}, {"nodes": "1", "reasons": ["Drifted"]}],
+    }
+    assert (pool["template"]["spec"]["expireAfter"], pool["template"]["spec"]["terminationGracePeriod"]) == (
+        "Never",
+        "2h",
+    )
+    general = validate(docs["NodePool/general-purpose"])["spec"]["template"]["spec"]
+    assert (general["expireAfter"], general["terminationGracePeriod"]) == ("Never", "2h")
 
 
 def test_nodeclass_volume_imds_selectors_and_tags():
@@ -120,6 +144,15 @@ def test_config_families_flow_into_the_requirement():
             "KarpenterNodePoolsProps.gpu.expire_after: '30 days'",
         ),
         ({"gpu": GpuNodePoolProps(capacity_types=("cheap",))}, "KarpenterNodePoolsProps.gpu.capacity_types"),
+        (
+            {"gpu": GpuNodePoolProps(termination_grace_period="Never")},
+            "KarpenterNodePoolsProps.gpu.termination_grace_period: 'Never' is invalid",
+        ),
+        (
+            {"gpu": GpuNodePoolProps(consolidation_policy="WhenUnderutilized")},
+            "KarpenterNodePoolsProps.gpu.consolidation_policy: 'WhenUnderutilized' is invalid; allowed: "
+            "WhenEmpty, WhenEmptyOrUnderutilized",
+        ),
         ({"node_role_name": ""}, "KarpenterNodePoolsProps.node_role_name: '' is invalid"),
     ],
 )

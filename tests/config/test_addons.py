@@ -12,6 +12,7 @@ from config.addons import (
     MetricsBackend,
     check_karpenter_compatibility,
 )
+from config.versions import al2023_ami_parameter
 from tests.conftest import cdk_json_context
 
 
@@ -40,6 +41,13 @@ def test_defaults_follow_the_seed_and_the_issue():
         ("spot", "on-demand"),
     )
     assert k.ami_alias == "al2023@v20260828" and not k.ami_alias.endswith("@latest")
+    assert al2023_ami_parameter("1.35", "x86_64", "nvidia", k.ami_version) == (
+        "/aws/service/eks/optimized-ami/1.35/amazon-linux-2023/x86_64/nvidia/"
+        "amazon-eks-node-al2023-x86_64-nvidia-1.35-v20260828/image_id"
+    )
+    assert al2023_ami_parameter("1.36", "arm64", "standard", "latest") == (
+        "/aws/service/eks/optimized-ami/1.36/amazon-linux-2023/arm64/standard/recommended/image_id"
+    )
     assert (k.root_volume_gib, k.general_purpose_pool) == (100, False)
     assert AddonsConfig().metrics.backend is MetricsBackend.KUBE_PROMETHEUS_STACK
 
@@ -76,7 +84,32 @@ def test_overrides_reach_the_config():
         (
             {"addons.karpenter.amiVersion": "2026-08-28"},
             "Invalid config 'addons.karpenter.amiVersion': '2026-08-28'. "
-            "Allowed: an AL2023 EKS AMI release such as v20260828 (or latest).",
+            "Allowed: an AL2023 EKS AMI release v<YYYYMMDD> (a real date) such as v20260828, or latest.",
+        ),
+        (
+            {"addons.karpenter.amiVersion": "v20260231"},
+            "Invalid config 'addons.karpenter.amiVersion': 'v20260231'. "
+            "Allowed: an AL2023 EKS AMI release v<YYYYMMDD> (a real date) such as v20260828, or latest.",
+        ),
+        (
+            {"addons.karpenter.consolidationPolicy": "WhenUnderutilized"},
+            "Invalid config 'addons.karpenter.consolidationPolicy': 'WhenUnderutilized'. "
+            "Allowed: one of ['WhenEmpty', 'WhenEmptyOrUnderutilized'].",
+        ),
+        (
+            {"addons.karpenter.expireAfter": "never"},
+            "Invalid config 'addons.karpenter.expireAfter': 'never'. "
+            "Allowed: a duration such as 720h, or Never.",
+        ),
+        (
+            {"addons.karpenter.terminationGracePeriod": "Never"},
+            "Invalid config 'addons.karpenter.terminationGracePeriod': 'Never'. "
+            "Allowed: a duration such as 30s, 5m or 720h.",
+        ),
+        (
+            {"addons.karpenter.disruptionBudget": "one"},
+            "Invalid config 'addons.karpenter.disruptionBudget': 'one'. "
+            "Allowed: a node count such as 1 or a percentage such as 10%.",
         ),
         (
             {"addons.karpenter.consolidateAfter": "5 minutes"},
@@ -95,10 +128,10 @@ def test_overrides_reach_the_config():
         (
             {"addons.karpenter.nodePool": "x"},
             "Invalid config 'addons.karpenter.nodePool': 'x'. Allowed: known keys of 'addons.karpenter' are "
-            "['amiVersion', 'capacityTypes', 'consolidateAfter', 'cpuLimit', 'disruptionBudget', 'enabled', "
-            "'expireAfter', 'generalPurposeCpuLimit', 'generalPurposePool', 'gpuInstanceFamilies', "
-            "'gpuLimit', "
-            "'namespace', 'rootVolumeGiB', 'version'].",
+            "['amiVersion', 'capacityTypes', 'consolidateAfter', 'consolidationPolicy', 'cpuLimit', "
+            "'disruptionBudget', 'enabled', 'expireAfter', 'generalPurposeCpuLimit', 'generalPurposePool', "
+            "'gpuInstanceFamilies', 'gpuLimit', 'namespace', 'rootVolumeGiB', 'terminationGracePeriod', "
+            "'version'].",
         ),
         (
             {"addons.metrics.backend": "prometheus"},
@@ -143,6 +176,76 @@ def test_bad_values_name_the_key_and_the_allowed_values(overrides, message):
 )
 def test_conflicts_are_config_errors(overrides, message):
     assert _error(**overrides) == message
+
+
+def test_the_serving_gpu_pool_is_safe_by_default_and_prod_is_on_demand_without_expiry():
+    dev = _load().addons.karpenter
+    assert (dev.consolidation_policy, dev.disruption_budget, dev.termination_grace_period) == (
+        "WhenEmpty",
+        "1",
+        "1h",
+    )
+    assert (dev.capacity_types, dev.expire_after) == (("spot", "on-demand"), "720h")
+    prod = _load(env="prod", **{"cluster.adminPrincipalArns": "arn:aws:iam::111111111111:role/admin"})
+    karpenter = prod.addons.karpenter
+    assert (karpenter.capacity_types, karpenter.expire_after) == (("on-demand",), "Never")
+    assert (karpenter.consolidation_policy, karpenter.disruption_budget) == ("WhenEmpty", "1")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            # preStop 15 + drain 100 + 10: more than a spot interruption leaves.
+            {"inference.server.drainTimeoutSeconds": 100},
+            "Invalid config 'inference.terminationGracePeriodSeconds': 125. Allowed: an integer <= 100 while "
+            "the serving capacity can be spot: a spot interruption gives 120 s notice and Karpenter needs "
+            "about 20 s of it to start the drain (lower inference.server.drainTimeoutSeconds or "
+            "inference.preStopSeconds, or use on-demand capacity).",
+        ),
+        (
+            {"addons.karpenter.terminationGracePeriod": "1m"},
+            "Invalid config 'addons.karpenter.terminationGracePeriod': '1m'. Allowed: a duration of at least "
+            "inference.terminationGracePeriodSeconds (85 s): Karpenter deletes pods early so that they end "
+            "before the node's grace period does.",
+        ),
+        (
+            {"inference.autoscaling.minReplicas": 2, "addons.karpenter.disruptionBudget": "50%"},
+            None,  # 50 % of 2 nodes is 1: one serving node stays
+        ),
+        (
+            {"inference.autoscaling.minReplicas": 3, "addons.karpenter.disruptionBudget": "3"},
+            "Invalid config 'addons.karpenter.disruptionBudget': '3'. Allowed: a budget that disrupts fewer "
+            "than 3 nodes at once (the serving replicas' GPU nodes), such as 1: '3' may take every serving "
+            "node together.",
+        ),
+        (
+            {"inference.autoscaling.minReplicas": 2, "addons.karpenter.disruptionBudget": "51%"},
+            "Invalid config 'addons.karpenter.disruptionBudget': '51%'. Allowed: a budget that disrupts "
+            "fewer than 2 nodes at once (the serving replicas' GPU nodes), such as 1: '51%' may take every "
+            "serving node together.",
+        ),
+    ],
+)
+def test_the_serving_pool_lets_pods_drain_and_keeps_a_serving_node(overrides, message):
+    if message is None:
+        _load(**overrides)
+    else:
+        assert _error(**overrides) == message
+
+
+def test_on_demand_or_a_gpu_nodegroup_lifts_the_spot_notice_limit():
+    drain = {"inference.server.drainTimeoutSeconds": 100}
+    on_demand_pool = {"addons.karpenter.capacityTypes": "on-demand"}
+    assert _load(**drain, **on_demand_pool).inference.termination_grace_seconds == 125
+    # A spot nodegroup gets the same 2-minute notice (config/app.py); an on-demand one does not.
+    on_demand_nodegroup = {
+        "compute.gpuCapacity": "nodegroup",
+        "compute.gpuNodegroup.capacityType": "ON_DEMAND",
+    }
+    assert _load(**drain, **on_demand_nodegroup).inference.termination_grace_seconds == 125
+    with pytest.raises(ConfigError, match="terminationGracePeriodSeconds': 125"):
+        _load(**drain, **{"compute.gpuCapacity": "nodegroup", "compute.gpuNodegroup.capacityType": "SPOT"})
 
 
 def test_nodegroup_capacity_may_keep_karpenter_or_drop_it():
@@ -195,3 +298,18 @@ def test_gate_fails_loading_the_app_config():
             "addons.karpenter.version": "1.8.0",
         }
     )
+
+
+def test_the_runbooks_ami_check_names_the_default_pin():
+    """docs/runbook.md's `aws ssm get-parameter` command checks exactly what the default deploy resolves."""
+    from config.versions import DEFAULT_KUBERNETES_VERSION
+    from tests.conftest import REPO
+
+    runbook = (REPO / "docs" / "runbook.md").read_text()
+    k = KarpenterConfig()
+    assert (
+        f"--name {al2023_ami_parameter(DEFAULT_KUBERNETES_VERSION, 'x86_64', 'nvidia', k.ami_version)} "
+        in runbook
+    )
+    recommended = al2023_ami_parameter(DEFAULT_KUBERNETES_VERSION, "x86_64", "nvidia", "latest")
+    assert f"--name {recommended} " in runbook

@@ -67,9 +67,14 @@ def test_empty_context_gives_the_documented_defaults() -> None:
     )
 
 
+#: Production needs someone who can use kubectl.
+PROD_ADMIN = {"cluster.adminPrincipalArns": "arn:aws:iam::123456789012:role/platform-admin"}
+
+
 def test_prod_environment_overrides_the_base() -> None:
-    config = load_config({**cdk_json_context(), "env": "prod"})
+    config = load_config({**cdk_json_context(), "env": "prod", **PROD_ADMIN})
     assert config.env_name == "prod"
+    assert config.production is True
     assert config.cluster.name == "llama-eks-prod"
     assert config.cluster.log_retention_days == 365
     assert config.cluster.deletion_protection is True
@@ -84,6 +89,7 @@ def test_dotted_override_beats_environment_and_base() -> None:
     ctx = {
         **cdk_json_context(),
         "env": "prod",
+        **PROD_ADMIN,
         "cluster.kubernetesVersion": "1.34",
         "cluster.name": "blue",
         "compute.systemNodegroup.maxSize": "5",  # -c values arrive as strings
@@ -195,15 +201,15 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
     ),
     (
         "unknown Kubernetes version",
-        {"cluster.kubernetesVersion": "1.30"},
-        "Invalid config 'cluster.kubernetesVersion': '1.30'. Allowed: one of "
-        "['1.31', '1.32', '1.33', '1.34', '1.35'] (a string).",
+        {"cluster.kubernetesVersion": "1.37"},
+        "Invalid config 'cluster.kubernetesVersion': '1.37'. Allowed: one of "
+        "['1.32', '1.33', '1.34', '1.35', '1.36'] (a string).",
     ),
     (
         "Kubernetes version as a number",
         {"cluster": {"kubernetesVersion": 1.35}},
         "Invalid config 'cluster.kubernetesVersion': 1.35. Allowed: one of "
-        "['1.31', '1.32', '1.33', '1.34', '1.35'] (a string).",
+        "['1.32', '1.33', '1.34', '1.35', '1.36'] (a string).",
     ),
     (
         "bad cluster name",
@@ -230,10 +236,15 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
         "Invalid config 'cluster.endpointAccess': 'public'. Allowed: one of ['private', 'publicAndPrivate'].",
     ),
     (
-        "bad admin role ARN",
-        {"cluster.adminRoleArns": "arn:aws:iam::123:user/bob"},
-        "Invalid config 'cluster.adminRoleArns': 'arn:aws:iam::123:user/bob'. Allowed: IAM role ARNs such as "
-        "arn:aws:iam::123456789012:role/platform-admin.",
+        "bad admin principal ARN",
+        {"cluster.adminPrincipalArns": "arn:aws:iam::123:user/bob"},
+        "Invalid config 'cluster.adminPrincipalArns': 'arn:aws:iam::123:user/bob'. Allowed: IAM role or user "
+        "ARNs such as arn:aws:iam::123456789012:role/platform-admin or arn:aws:iam::123456789012:user/alice; "
+        "find yours with `aws sts get-caller-identity`: an IAM user ARN (arn:aws:iam::ACCOUNT:user/NAME) is "
+        "used as is; for an assumed role (arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION, e.g. an IAM "
+        "Identity Center (SSO) permission set) give the role's IAM ARN, path included, as `aws iam get-role "
+        "--role-name ROLE --query Role.Arn --output text` prints it, e.g. arn:aws:iam::123456789012:role/"
+        "aws-reserved/sso.amazonaws.com/us-west-2/AWSReservedSSO_AdministratorAccess_0123456789abcdef.",
     ),
     (
         "unknown log type",
@@ -350,8 +361,9 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
         "typo in a key",
         {"cluster.kubernetesVersoin": "1.34"},
         "Invalid config 'cluster.kubernetesVersoin': '1.34'. Allowed: known keys of 'cluster' are "
-        "['adminRoleArns', 'deletionProtection', 'endpointAccess', 'kubernetesVersion', 'logRetentionDays', "
-        "'logging', 'managedAddons', 'name', 'publicAccessCidrs', 'supportType'].",
+        "['adminPrincipalArns', 'deletionProtection', 'endpointAccess', 'kubernetesVersion', "
+        "'logRetentionDays', 'logging', 'managedAddons', 'name', 'privateAccessCidrs', 'publicAccessCidrs', "
+        "'supportType'].",
     ),
     (
         "typo in a section of a dotted key",
@@ -362,7 +374,8 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
     (
         "unknown section in an environment",
         {"environments": {"dev": {"netwrk": {}}}},
-        f"Invalid config 'environments.dev.netwrk': {{}}. Allowed: sections {list(SECTIONS)}.",
+        f"Invalid config 'environments.dev.netwrk': {{}}. Allowed: sections {list(SECTIONS)} or the keys "
+        "['production'].",
     ),
     (
         "bad account",
@@ -431,7 +444,7 @@ def test_region_change_requires_matching_azs() -> None:
 
 
 def test_every_supported_version_has_its_own_kubectl_layer_package() -> None:
-    assert list(KUBERNETES_VERSIONS) == ["1.31", "1.32", "1.33", "1.34", "1.35"]
+    assert list(KUBERNETES_VERSIONS) == ["1.32", "1.33", "1.34", "1.35", "1.36"]
     import importlib
 
     for version, info in KUBERNETES_VERSIONS.items():
@@ -440,13 +453,30 @@ def test_every_supported_version_has_its_own_kubectl_layer_package() -> None:
         module = importlib.import_module(info.layer_module)  # pinned in requirements.txt
         assert hasattr(module, info.layer_class)
         assert info.end_of_standard_support < info.end_of_extended_support
+        # EKS: 14 months of standard support, then 12 of extended support.
+        assert info.end_of_extended_support.replace(year=info.end_of_extended_support.year - 1) == (
+            info.end_of_standard_support
+        )
+        assert info.al2023_release.startswith(f"{version}.")
 
 
-def test_default_is_the_newest_version_in_standard_support() -> None:
+def test_default_is_in_standard_support_and_one_behind_the_newest() -> None:
     today = datetime.date(2026, 11, 23)
     standard = [v for v, i in KUBERNETES_VERSIONS.items() if i.status(today) is SupportStatus.STANDARD]
-    assert standard == ["1.34", "1.35"]
-    assert standard[-1] == DEFAULT_KUBERNETES_VERSION
+    assert standard == ["1.34", "1.35", "1.36"]
+    # 1.36 is one key away; moving the default upgrades every cluster that does not pin a version.
+    assert DEFAULT_KUBERNETES_VERSION == "1.35" == standard[-2]
+
+
+def test_helm_of_each_kubectl_layer() -> None:
+    # The helm binary the kubectl handler runs (tests/helm renders with the same one).
+    assert {v: i.helm_major for v, i in KUBERNETES_VERSIONS.items()} == {
+        "1.32": 3,
+        "1.33": 4,
+        "1.34": 4,
+        "1.35": 4,
+        "1.36": 4,
+    }
 
 
 @pytest.mark.parametrize(
@@ -457,27 +487,31 @@ def test_default_is_the_newest_version_in_standard_support() -> None:
         (
             "1.34",
             datetime.date(2026, 12, 3),
-            "Kubernetes 1.34 is past the end of EKS standard support (2026-12-02); extended support (extra "
-            "cost "
-            "per cluster hour) ends 2027-12-02. Upgrade cluster.kubernetesVersion (newest supported: 1.35).",
+            "Kubernetes 1.34 is past the end of EKS standard support (2026-12-02); extended support (6 times "
+            "the standard control plane price per cluster hour) ends 2027-12-02. Upgrade "
+            "cluster.kubernetesVersion one minor version at a time (default: 1.35).",
         ),
         (
-            "1.31",
+            "1.32",
             datetime.date(2026, 11, 23),
-            "Kubernetes 1.31 is past the end of EKS standard support (2025-11-26); extended support (extra "
-            "cost "
-            "per cluster hour) ends 2026-11-26. Upgrade cluster.kubernetesVersion (newest supported: 1.35).",
+            "Kubernetes 1.32 is past the end of EKS standard support (2026-03-23); extended support (6 times "
+            "the standard control plane price per cluster hour) ends 2027-03-23. Upgrade "
+            "cluster.kubernetesVersion one minor version at a time (default: 1.35).",
         ),
-        (
-            "1.31",
-            datetime.date(2026, 11, 27),
-            "Kubernetes 1.31 is past the end of EKS extended support (2026-11-26); EKS will not create "
-            "clusters "
-            "on it and auto-upgrades existing ones. Set cluster.kubernetesVersion to 1.35.",
-        ),
+        ("1.32", datetime.date(2027, 3, 24), None),  # past extended support: an error, not a warning
     ],
 )
 def test_support_warning_depends_on_injected_today(
     version: str, today: datetime.date, expected: str | None
 ) -> None:
     assert KUBERNETES_VERSIONS[version].support_warning(today) == expected
+
+
+def test_a_version_past_extended_support_is_refused_with_its_date() -> None:
+    info = KUBERNETES_VERSIONS["1.32"]
+    assert info.ended_problem(datetime.date(2027, 3, 23)) is None
+    assert info.ended_problem(datetime.date(2027, 3, 24)) == (
+        "one of ['1.32', '1.33', '1.34', '1.35', '1.36'] (a string): EKS extended support for 1.32 ended "
+        "2027-03-23, EKS no longer creates 1.32 clusters and upgrades existing ones; an existing cluster "
+        "moves one minor version at a time (a 1.32 cluster: set the next one)"
+    )

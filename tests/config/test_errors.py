@@ -73,13 +73,13 @@ def test_values_from_the_command_line_are_read_strictly() -> None:
             **cdk_json_context(),
             "compute.systemNodegroup.maxSize": " 4 ",
             "network.flowLogs": "FALSE",
-            "cluster.adminRoleArns": "",
+            "cluster.adminPrincipalArns": "",
             "compute.gpuNodegroup.labels": '{"team": "ml"}',
         }
     )
     assert config.compute.system_nodegroup.max_size == 4
     assert config.network.flow_logs is False
-    assert config.cluster.admin_role_arns == ()
+    assert config.cluster.admin_principal_arns == ()
     assert dict(config.compute.gpu_nodegroup.labels) == {"team": "ml"}
     for key, value, allowed in [
         ("network.flowLogs", "yes", "true or false"),

@@ -18,8 +18,12 @@ TWO_REPLICAS = (
 )
 
 
+#: Production refuses a cluster nobody can administer (tests/config/test_cluster.py): beside the point here.
+ADMIN = {"cluster.adminPrincipalArns": "arn:aws:iam::111111111111:role/platform-admin"}
+
+
 def load(env: str = "dev", **overrides: Any) -> AppConfig:
-    return load_config({**cdk_json_context(), "env": env, **overrides})
+    return load_config({**cdk_json_context(), "env": env, **(ADMIN if env == "prod" else {}), **overrides})
 
 
 def error(env: str = "dev", **overrides: Any) -> str:
@@ -123,11 +127,14 @@ def test_karpenter_gpu_limit_leaves_room_for_a_rollout() -> None:
 
 
 def test_gpu_nodegroup_has_a_node_per_replica() -> None:
-    prod_nodegroup = {"compute.gpuCapacity": "nodegroup"}
-    assert error("prod", **prod_nodegroup) == (
+    nodegroup = {"compute.gpuCapacity": "nodegroup"}
+    two = {"inference.autoscaling.minReplicas": 2}
+    assert error("dev", **nodegroup, **two) == (
         "Invalid config 'compute.gpuNodegroup.desiredSize': 1. Allowed: an integer >= 2 "
         "(inference.autoscaling.minReplicas: one GPU node per replica; no autoscaler adds nodes to the "
         "nodegroup)."
     )
-    load("prod", **prod_nodegroup, **{"compute.gpuNodegroup.desiredSize": 2})
-    load("dev", **prod_nodegroup)
+    load("dev", **nodegroup, **two, **{"compute.gpuNodegroup.desiredSize": 2})
+    load("dev", **nodegroup)
+    # Production's nodegroup defaults (two on-demand nodes, config/compute.py) carry its two replicas.
+    load("prod", **nodegroup)

@@ -284,14 +284,20 @@ INTERNET = {
         "arn:aws:acm:us-west-2:111111111111:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
     ),
 }
+#: A production cluster API with a public endpoint (its default is private).
+PUBLIC_API = {"cluster.endpointAccess": "publicAndPrivate", "cluster.publicAccessCidrs": "198.51.100.0/24"}
 API_KEY_SECRET = "arn:aws:secretsmanager:us-west-2:111111111111:secret:llama-api-key-AbCdEf"
 
 
 @pytest.mark.parametrize(
     ("via", "overrides", "expected"),
     [
-        ("auto", {}, "kubernetes-api"),
+        # prod's defaults: internal NLB, private API endpoint -> from inside the VPC
+        ("auto", {}, "vpc"),
+        ("vpc", {}, "vpc"),
+        ("vpc", PUBLIC_API, "vpc"),
         ("auto", INTERNET, "endpoint"),
+        ("kubernetesApi", PUBLIC_API, "kubernetes-api"),
         ("endpoint", INTERNET, "endpoint"),
     ],
 )
@@ -322,30 +328,46 @@ def test_smoke_off_means_no_access() -> None:
             {"via": "endpoint"},
             {},
             "Invalid config 'pipeline.smokeTest.via': 'endpoint'. "
-            "Allowed: 'auto' or 'kubernetesApi' for stage 'prod': its NLB is internal "
-            "(inference.exposure.scheme), CodeBuild cannot reach it.",
+            "Allowed: 'auto' or 'vpc' for stage 'prod': its NLB is internal (inference.exposure.scheme), the "
+            "pipeline's CodeBuild outside the VPC cannot reach it.",
         ),
         (
+            {"via": "kubernetesApi"},
             {},
-            {"cluster.endpointAccess": "private"},
-            "Invalid config 'pipeline.smokeTest.enabled': True. "
-            "Allowed: false for stage 'prod': its cluster API is private (cluster.endpointAccess) and its "
-            "NLB internal, so CodeBuild outside the VPC reaches "
-            "neither.",
+            "Invalid config 'pipeline.smokeTest.via': 'kubernetesApi'. "
+            "Allowed: 'auto' or 'vpc' for stage 'prod': its cluster API is private (cluster.endpointAccess), "
+            "the pipeline's CodeBuild outside the VPC cannot reach it.",
+        ),
+        (
+            {"via": "vpc"},
+            INTERNET,
+            "Invalid config 'pipeline.smokeTest.via': 'vpc'. "
+            "Allowed: 'auto' or 'endpoint' for stage 'prod': its NLB is internet-facing "
+            "(inference.exposure.scheme), reached from the VPC only through the NAT gateways' addresses, "
+            "which its source ranges do not name.",
+        ),
+        (
+            {"via": "kubernetesApi"},
+            {**PUBLIC_API, "inference.apiKey.enabled": True},
+            "Invalid config 'pipeline.smokeTest.via': 'kubernetesApi'. "
+            "Allowed: 'auto' or 'vpc' (or 'endpoint' with an internet-facing NLB) for stage 'prod': "
+            "inference.apiKey.enabled needs the bearer header, which the API server's proxy does not pass "
+            "on.",
         ),
         (
             {},
             {"inference.apiKey.enabled": True},
-            "Invalid config 'pipeline.smokeTest.via': 'auto'. "
-            "Allowed: 'endpoint' (with an internet-facing NLB) for stage 'prod': inference.apiKey.enabled "
-            "needs the bearer header, which the API server's proxy does not pass on.",
+            "Invalid config 'pipeline.smokeTest.apiKeySecretArn': None. "
+            "Allowed: a Secrets Manager secret ARN holding the API key of stage 'prod' "
+            "(inference.apiKey.enabled).",
         ),
         (
             # Internet-facing turns the API key on: the API server's proxy cannot carry it.
             {"via": "kubernetesApi"},
-            INTERNET,
+            {**INTERNET, **PUBLIC_API},
             "Invalid config 'pipeline.smokeTest.via': 'kubernetesApi'. "
-            "Allowed: 'endpoint' (with an internet-facing NLB) for stage 'prod': inference.apiKey.enabled "
+            "Allowed: 'auto' or 'vpc' (or 'endpoint' with an internet-facing NLB) for stage 'prod': "
+            "inference.apiKey.enabled "
             "needs the bearer header, which the API server's proxy does not pass on.",
         ),
         (
@@ -359,7 +381,7 @@ def test_smoke_off_means_no_access() -> None:
             {"via": "ssh"},
             {},
             "Invalid config 'pipeline.smokeTest.via': 'ssh'. Allowed: one of ['auto', 'endpoint', "
-            "'kubernetesApi'].",
+            "'kubernetesApi', 'vpc'].",
         ),
         (
             {"apiKeySecretArn": "my-key"},

@@ -50,7 +50,7 @@ from tests.helpers.helm import (
 
 #: variant name -> the session fixture (tests/conftest.py) of its synthesized app.
 #: default: cdk.json (env dev, Kubernetes 1.35, Karpenter GPU capacity, kube-prometheus-stack);
-#: prod: env=prod with Kubernetes 1.31 (helm 3.17 of that kubectl layer), GPU nodegroup next to Karpenter,
+#: prod: env=prod with Kubernetes 1.32 (helm 3.17 of that kubectl layer), GPU nodegroup next to Karpenter,
 #: Karpenter in namespace ``karpenter``;
 #: amp-nodegroup: GPU nodegroup, Karpenter off, Amazon Managed Prometheus (remote write, no Grafana).
 VARIANTS = {"default": "synthesized", "prod": "variant", "amp-nodegroup": "alternative"}

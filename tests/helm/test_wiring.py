@@ -18,6 +18,7 @@ Checks that need objects of a subchart missing from the charts folder are skippe
 
 from __future__ import annotations
 
+import base64
 import re
 import urllib.parse
 from typing import Any
@@ -449,7 +450,9 @@ def test_every_service_monitor_the_releases_render_is_scraped(helm_variant: Helm
     spec = prometheus["spec"]
     candidates = services(helm_variant) + cluster_services(helm_variant)
     monitors = [(r, o) for r, o in helm_variant.objects if o["kind"] == "ServiceMonitor"]
-    assert len(monitors) >= 8, [o["metadata"]["name"] for _, o in monitors]
+    # Without the subcharts: alertmanager, coredns, apiserver, kubelet, operator, prometheus (EKS's control
+    # plane and kube-proxy are not monitored: test_nothing_eks_runs_for_us_is_monitored_or_alerted_on).
+    assert len(monitors) >= 6, [o["metadata"]["name"] for _, o in monitors]
     problems = []
     for rendered, monitor in monitors:
         name, namespace = monitor["metadata"]["name"], namespace_of(monitor, rendered.release.namespace)
@@ -481,6 +484,69 @@ def test_every_service_monitor_the_releases_render_is_scraped(helm_variant: Helm
         f"[{helm_variant.name}] the {len(monitors)} rendered ServiceMonitors are scraped; those of missing "
         "subcharts are not rendered",
     )
+
+
+#: What EKS runs for us (no scrape target) or binds to 127.0.0.1 (kube-proxy), and the absent() alerts that
+#: would fire forever for them.
+EKS_UNSCRAPABLE = ("kube-controller-manager", "kube-scheduler", "kube-etcd", "kube-proxy")
+ABSENT_ALERTS = {"KubeControllerManagerDown", "KubeSchedulerDown", "KubeProxyDown", "etcdMembersDown"}
+
+
+def test_nothing_eks_runs_for_us_is_monitored_or_alerted_on(helm_variant: HelmVariant):
+    kps = helm_variant.release("kube-prometheus-stack")
+    names = [o["metadata"]["name"] for o in kps.objects]
+    assert not [n for n in names if n.endswith(tuple(f"-{c}" for c in EKS_UNSCRAPABLE))], names
+    rules = [o for o in kps.objects if o["kind"] == "PrometheusRule"]
+    alerts = {r["alert"] for o in rules for g in o["spec"]["groups"] for r in g["rules"] if "alert" in r}
+    assert len(alerts) > 50  # the chart's other default alerts are all there
+    assert not alerts & ABSENT_ALERTS
+    assert not [a for a in alerts if a.startswith("etcd")]
+    # What EKS does expose stays monitored.
+    assert {"KubeAPIDown", "KubeletDown"} <= alerts
+
+
+def test_prometheus_keeps_its_data_on_the_encrypted_gp3_volume(helm_variant: HelmVariant):
+    kps = helm_variant.release("kube-prometheus-stack")
+    (prometheus,) = [o for o in kps.objects if o["kind"] == "Prometheus"]
+    spec = prometheus["spec"]
+    claim = spec["storage"]["volumeClaimTemplate"]["spec"]
+    app_classes = [o for *_, o in app_objects(helm_variant, "StorageClass")]
+    assert [c["metadata"]["name"] for c in app_classes] == [claim["storageClassName"]]
+    (storage_class,) = app_classes
+    assert (
+        storage_class["provisioner"] == "ebs.csi.aws.com"
+        and storage_class["parameters"]["encrypted"] == "true"
+    )
+    assert spec["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
+    assert spec["resources"]["requests"]["memory"] == spec["resources"]["limits"]["memory"]
+    (alertmanager,) = [o for o in kps.objects if o["kind"] == "Alertmanager"]
+    assert alertmanager["spec"]["resources"]["requests"]
+
+
+def test_grafanas_admin_password_is_generated(helm_variant: HelmVariant):
+    """No password in the values or the chart: the Grafana chart generates one into its Secret, which the
+    Deployment reads (two renders differ: it is random, not a default)."""
+    kps = helm_variant.release("kube-prometheus-stack")
+    if not kps.release.values["grafana"]["enabled"]:
+        assert not [o for o in kps.objects if "grafana" in o["metadata"]["name"] and o["kind"] == "Secret"]
+        return  # AMP: no Grafana, no password
+    missing = [m for m in kps.incomplete if m.name == "grafana"]
+    skip_unproven(missing, f"[{helm_variant.name}] Grafana's admin Secret is not rendered")
+    (secret,) = [
+        o
+        for o in kps.objects
+        if o["kind"] == "Secret" and o["metadata"]["name"] == "kube-prometheus-stack-grafana"
+    ]
+    password = base64.b64decode(secret["data"]["admin-password"]).decode()
+    assert len(password) == 40 and password.isalnum() and password != "prom-operator"
+    (grafana,) = [
+        o for o in kps.objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("grafana")
+    ]
+    env = {e["name"]: e for c in grafana["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
+    assert env["GF_SECURITY_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "kube-prometheus-stack-grafana",
+        "key": "admin-password",
+    }
 
 
 # ---------------------------------------------------------------- DaemonSets that must run on GPU nodes

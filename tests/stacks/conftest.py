@@ -12,15 +12,17 @@ from pathlib import Path
 import pytest
 
 # The variant synth is shared with tests/helm, hence defined in tests/conftest.py.
-from tests.conftest import ADMIN, BREAK_GLASS, REPO, VARIANT
+from tests.conftest import ADMIN, ADMINS, BREAK_GLASS, REPO, VARIANT
 
-__all__ = ["ADMIN", "BREAK_GLASS", "VARIANT"]
+__all__ = ["ADMIN", "ADMINS", "BREAK_GLASS", "VARIANT"]
 
 # ---------------------------------------------------------------- the real CDK CLI, in the background
 
 CLI_ARGS = (
     "-c",
     "env=prod",
+    "-c",
+    f"cluster.adminPrincipalArns={ADMIN}",
     "-c",
     "cluster.kubernetesVersion=1.34",
     "-c",

@@ -10,24 +10,32 @@ import json
 
 import pytest
 
-from tests.stacks.conftest import CLI_ARGS, CLI_RUN_KEY, CliRun
+from tests.stacks.conftest import ADMIN, CLI_ARGS, CLI_RUN_KEY, CliRun
 
 
 def test_offline_synth_with_environment_and_key_override(cli_synth: CliRun) -> None:
     returncode, stderr = cli_synth.wait()
     assert returncode == 0, stderr[-3000:]
-    assert CLI_ARGS == (
+    assert (
         "-c",
         "env=prod",
+        "-c",
+        f"cluster.adminPrincipalArns={ADMIN}",
         "-c",
         "cluster.kubernetesVersion=1.34",
         "-c",
         "compute.systemNodegroup.maxSize=4",
-    )
+    ) == CLI_ARGS
     cluster = json.loads((cli_synth.outdir / "Cluster.template.json").read_text())
     (eks,) = [r for r in cluster["Resources"].values() if r["Type"] == "AWS::EKS::Cluster"]
     assert eks["Properties"]["Name"] == "llama-eks-prod"
     assert eks["Properties"]["Version"] == "1.34"
+    # production (cdk.json's prod): private API endpoint, the configured admin's access entry
+    assert eks["Properties"]["ResourcesVpcConfig"]["EndpointPublicAccess"] is False
+    entries = [r for r in cluster["Resources"].values() if r["Type"] == "AWS::EKS::AccessEntry"]
+    assert [
+        e["Properties"]["PrincipalArn"] for e in entries if isinstance(e["Properties"]["PrincipalArn"], str)
+    ] == [ADMIN]
     system = [
         r
         for r in cluster["Resources"].values()

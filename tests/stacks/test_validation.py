@@ -76,13 +76,16 @@ def test_acknowledgements_have_specific_reasons(synthesized: Synthesized) -> Non
     ]
     # The reviewed set: a new acknowledgement is a decision to review, not a reflex.
     assert sorted({(a.construct_path, a.rule.split("[")[0]) for a in acks}) == [
+        # the SDK-call function of the control-plane log group's custom resources (AwsCustomResource)
+        ("/Cluster/AWS679f53fac002430cb0da5b7982bd2287", "AwsSolutions-IAM4"),
         ("/Cluster/ControlPlane/Cluster/KubectlProvider", "AwsSolutions-IAM4"),
         ("/Cluster/ControlPlane/Cluster/KubectlProvider", "AwsSolutions-IAM5"),
         ("/Cluster/ControlPlane/Cluster/KubectlProvider/Handler", "AwsSolutions-L1"),
         ("/Cluster/ControlPlane/Cluster/Role", "AwsSolutions-IAM4"),
+        ("/Cluster/ControlPlane/ControlPlaneLogs", "AwsSolutions-IAM5"),
         ("/Cluster/NodeRole/Role", "AwsSolutions-IAM4"),
     ]
-    assert len(acks) == 11
+    assert len(acks) == 13
     for a in acks:
         assert len(a.reason) >= 40, f"{a.rule} at {a.construct_path}: reason too thin: {a.reason!r}"
 

@@ -1,6 +1,6 @@
-"""The second configuration (tests/stacks/conftest.py VARIANT): private endpoint, admin roles, an old
-Kubernetes version (support warning), one NAT gateway per AZ, interface endpoints, partial logging,
-Bottlerocket system nodes."""
+"""The second configuration (tests/stacks/conftest.py VARIANT): prod (production: private endpoint by
+default), admin roles, a Kubernetes version in extended support (support warning), one NAT gateway per AZ,
+interface endpoints, partial logging, Bottlerocket system nodes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from aws_cdk.assertions import Match, Template
 
 from tests.conftest import Synthesized
 from tests.helpers.cfn import AWS_SOLUTIONS, cfn_lint, unacknowledged
-from tests.stacks.conftest import ADMIN, BREAK_GLASS
+from tests.stacks.conftest import ADMINS, VARIANT
 
 
 def _cluster(variant: Synthesized) -> dict[str, Any]:
@@ -19,7 +19,9 @@ def _cluster(variant: Synthesized) -> dict[str, Any]:
     return next(v for v in resources.values() if v["Type"] == "AWS::EKS::Cluster")
 
 
-def test_private_endpoint_only(variant: Synthesized) -> None:
+def test_private_endpoint_only_by_default_in_prod(variant: Synthesized) -> None:
+    assert variant.config.production is True
+    assert "cluster.endpointAccess" not in VARIANT  # the production default
     vpc_config = _cluster(variant)["Properties"]["ResourcesVpcConfig"]
     assert vpc_config["EndpointPrivateAccess"] is True
     assert vpc_config["EndpointPublicAccess"] is False
@@ -36,9 +38,9 @@ def test_kubectl_handler_inside_vpc_for_private_cluster(variant: Synthesized) ->
     assert fn["Properties"]["VpcConfig"]["SecurityGroupIds"]
 
 
-def test_admin_role_access_entries(variant: Synthesized) -> None:
+def test_admin_principal_access_entries(variant: Synthesized) -> None:
     template = Template.from_json(variant.template("Cluster"))
-    for arn in (ADMIN, BREAK_GLASS):
+    for arn in ADMINS:  # roles (with and without a path, an SSO role among them) and a user
         template.has_resource_properties(
             "AWS::EKS::AccessEntry",
             {
@@ -68,6 +70,10 @@ def test_admin_role_access_entries(variant: Synthesized) -> None:
     ]
     assert any(k.startswith("ControlPlaneClusterAdminRolePlatformAdmin") for k in ids)
     assert any(k.startswith("ControlPlaneClusterAdminRoleBreakGlass") for k in ids)
+    assert any(k.startswith("ControlPlaneClusterAdminRoleAwsreservedssoAdministratoraccess") for k in ids)
+    assert any(k.startswith("ControlPlaneClusterAdminUserAlice") for k in ids)
+    # the four admins and the kubectl handler, nobody else
+    assert len(ids) == 5
 
 
 def test_partial_logging(variant: Synthesized) -> None:
@@ -77,16 +83,19 @@ def test_partial_logging(variant: Synthesized) -> None:
 
 
 def test_old_version_uses_its_kubectl_layer_and_warns(variant: Synthesized) -> None:
-    assert _cluster(variant)["Properties"]["Version"] == "1.31"
+    assert _cluster(variant)["Properties"]["Version"] == "1.32"
     Template.from_json(variant.template("Cluster")).has_resource_properties(
-        "AWS::Lambda::LayerVersion", {"Description": Match.string_like_regexp(r"kubectl 1\.31\.")}
+        "AWS::Lambda::LayerVersion", {"Description": Match.string_like_regexp(r"kubectl 1\.32\.")}
     )
     warnings = [text for level, text in variant.messages("Cluster") if "warning" in level.lower()]
     expected = (
-        "Kubernetes 1.31 is past the end of EKS standard support (2025-11-26); extended support (extra cost "
-        "per cluster hour) ends 2026-11-26. Upgrade cluster.kubernetesVersion (newest supported: 1.35)."
+        "Kubernetes 1.32 is past the end of EKS standard support (2026-03-23); extended support (6 times the "
+        "standard control plane price per cluster hour) ends 2027-03-23. Upgrade cluster.kubernetesVersion "
+        "one minor version at a time (default: 1.35)."
     )
     assert any(expected in str(w) for w in warnings), warnings
+    # admins are configured: no "nobody can use kubectl" warning
+    assert not [w for w in warnings if "adminPrincipalArns" in str(w)]
 
 
 def test_prod_network(variant: Synthesized) -> None:
@@ -156,3 +165,23 @@ def test_interface_endpoints_accept_https_from_the_vpc_only(variant: Synthesized
 def test_support_warning_is_in_the_validation_report(variant: Synthesized) -> None:
     notes = [f for f in variant.findings if "kubernetesVersionSupport" in f.rule]
     assert notes and all(f.severity == "warning" for f in notes)
+
+
+def test_private_endpoint_admits_the_configured_client_networks(variant: Synthesized) -> None:
+    resources = variant.template("Cluster")["Resources"]
+    cluster_id = next(k for k, v in resources.items() if v["Type"] == "AWS::EKS::Cluster")
+    rules = [
+        v["Properties"]
+        for v in resources.values()
+        if v["Type"] == "AWS::EC2::SecurityGroupIngress" and "CidrIp" in v["Properties"]
+    ]
+    assert rules == [
+        {
+            "CidrIp": "172.16.0.0/12",
+            "Description": "kubectl from 172.16.0.0/12 to the private API endpoint",
+            "FromPort": 443,
+            "GroupId": {"Fn::GetAtt": [cluster_id, "ClusterSecurityGroupId"]},
+            "IpProtocol": "tcp",
+            "ToPort": 443,
+        }
+    ]

@@ -5,14 +5,17 @@
 2. ``POST /predict`` with the seed's request (``prompt`` + ``sys_msg``); the answer must be HTTP 200 with a
    JSON object that carries non-empty text.
 
-Two ways to reach the service (``LLAMA_SMOKE_VIA``):
+Three ways to reach the service (``LLAMA_SMOKE_VIA``):
 
 - ``endpoint``: straight to the NLB hostname (the stage's ``EndpointHostname`` output), for an
-  internet-facing NLB whose source ranges admit CodeBuild.
+  internet-facing NLB whose source ranges admit CodeBuild. The in-VPC project below runs this mode too.
+- ``vpc``: from inside the cluster's VPC. The stage has a CodeBuild project in the VPC's private subnets
+  that runs this script in ``endpoint`` mode against the (internal) NLB; here, as the stage's smoke-test
+  role (``aws sts assume-role``), the script starts that project with the endpoint, waits for it and
+  prints its log. Works with a private cluster endpoint and an internal NLB (the production default).
 - ``kubernetes-api``: through the EKS API server's service proxy
   (``/api/v1/namespaces/NS/services/SVC:PORT/proxy/...``) with a token of the stage's smoke-test role
-  (assumed with ``aws sts assume-role``; an EKS access entry scoped to the service's namespace). Works
-  for the default internal NLB, as long as the cluster API has a public endpoint.
+  (an EKS access entry scoped to the service's namespace). Needs the cluster API's public endpoint.
 
 Exit 0 on success, 1 with a one-line reason otherwise::
 
@@ -37,9 +40,17 @@ from typing import Any
 
 #: The seed's smoke request (book ch3): the same body its curl example sends to /predict. Its one home is
 #: config/seed_predict.json (read by path: this script runs on a bare CodeBuild image, without the app's
-#: dependencies).
+#: dependencies). The in-VPC project has only this folder: the stage passes the request in
+#: ``LLAMA_SEED_REQUEST`` (read from the same file at synth).
 SEED_PREDICT_FILE = Path(__file__).resolve().parents[3] / "config" / "seed_predict.json"
-SEED_PREDICT_REQUEST: dict[str, str] = json.loads(SEED_PREDICT_FILE.read_text())
+SEED_REQUEST_ENV = "LLAMA_SEED_REQUEST"
+
+
+def seed_request() -> dict[str, str]:
+    """The seed's /predict body: from ``LLAMA_SEED_REQUEST`` when set, else from config/seed_predict.json."""
+    raw = os.environ.get(SEED_REQUEST_ENV) or SEED_PREDICT_FILE.read_text()
+    request: dict[str, str] = json.loads(raw)
+    return request
 
 
 class SmokeTestFailed(Exception):
@@ -121,17 +132,7 @@ def kubernetes_api_target(
     """Through the API server's service proxy, as the stage's smoke-test role."""
     if not cluster:
         raise SmokeTestFailed("the cluster name is empty: the stage's ClusterName output has no value")
-    creds = aws(
-        ["sts", "assume-role", "--role-arn", role_arn, "--role-session-name", "llama-eks-smoke-test"],
-        dict(os.environ),
-    )["Credentials"]
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": creds["AccessKeyId"],
-        "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
-        "AWS_SESSION_TOKEN": creds["SessionToken"],
-        "AWS_REGION": region,
-    }
+    env = assume_role_env(role_arn, region, aws)
     desc = aws(["eks", "describe-cluster", "--name", cluster, "--region", region], env)["cluster"]
     context = None
     if desc["endpoint"].startswith("https://"):
@@ -181,7 +182,7 @@ def check_predict(target: Target, *, timeout_s: float) -> str:
     """POST the seed request to ``/predict``; return the generated text. Raise on anything unexpected."""
     where = f"POST {target.base}/predict"
     try:
-        status, raw = target.request("/predict", timeout=timeout_s, body=SEED_PREDICT_REQUEST)
+        status, raw = target.request("/predict", timeout=timeout_s, body=seed_request())
     except (OSError, urllib.error.URLError) as err:
         raise SmokeTestFailed(f"{where} failed: {type(err).__name__}: {err}") from None
     if status != 200:
@@ -216,12 +217,95 @@ def _text_of(answer: Any) -> str:
     return ""
 
 
+#: Build states of a finished CodeBuild build other than SUCCEEDED (FAILED, FAULT, TIMED_OUT, STOPPED).
+_BUILD_RUNNING = "IN_PROGRESS"
+
+
+def assume_role_env(role_arn: str, region: str, aws: AwsCli) -> dict[str, str]:
+    """The environment of AWS CLI calls as ``role_arn`` (never as the CodeBuild role itself)."""
+    creds = aws(
+        ["sts", "assume-role", "--role-arn", role_arn, "--role-session-name", "llama-eks-smoke-test"],
+        dict(os.environ),
+    )["Credentials"]
+    return {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": creds["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
+        "AWS_SESSION_TOKEN": creds["SessionToken"],
+        "AWS_REGION": region,
+    }
+
+
+def run_in_vpc(
+    *,
+    project: str,
+    endpoint: str,
+    region: str,
+    role_arn: str,
+    timeout_s: float,
+    interval_s: float = 15.0,
+    aws: AwsCli = run_aws,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    log: Callable[[str], None] = print,
+) -> None:
+    """Start the stage's in-VPC smoke-test project on ``endpoint`` as ``role_arn``, wait for it (bounded by
+    ``timeout_s``), print its log; raise SmokeTestFailed unless the build succeeded."""
+    if not project:
+        raise SmokeTestFailed("the in-VPC smoke-test project name is empty")
+    base_url(endpoint)  # an empty endpoint fails here, before anything starts
+    env = assume_role_env(role_arn, region, aws)
+    override = f"name=LLAMA_ENDPOINT,value={endpoint},type=PLAINTEXT"
+    build = aws(
+        ["codebuild", "start-build", "--project-name", project, "--environment-variables-override", override],
+        env,
+    )["build"]
+    build_id = build["id"]
+    log(f"started {build_id} in the stage's VPC")
+    deadline = clock() + timeout_s
+    while build.get("buildStatus", _BUILD_RUNNING) == _BUILD_RUNNING:
+        if clock() + interval_s > deadline:
+            raise SmokeTestFailed(f"{build_id} did not finish within {timeout_s:g} s")
+        sleep(interval_s)
+        build = aws(["codebuild", "batch-get-builds", "--ids", build_id], env)["builds"][0]
+        log(f"{build_id}: {build.get('currentPhase', '?')}")
+    _print_build_log(build, env, aws, log)
+    status = build["buildStatus"]
+    if status != "SUCCEEDED":
+        raise SmokeTestFailed(f"the in-VPC smoke test {build_id} ended {status} (its log is above)")
+
+
+def _print_build_log(
+    build: dict[str, Any], env: dict[str, str], aws: AwsCli, log: Callable[[str], None]
+) -> None:
+    logs = build.get("logs") or {}
+    group, stream = logs.get("groupName"), logs.get("streamName")
+    if not group or not stream:
+        log("(the build wrote no log)")
+        return
+    events = aws(
+        [
+            "logs",
+            "get-log-events",
+            "--log-group-name",
+            group,
+            "--log-stream-name",
+            stream,
+            "--start-from-head",
+        ],
+        env,
+    ).get("events", [])
+    for event in events:
+        log(f"| {event.get('message', '').rstrip()}")
+
+
 def main(argv: list[str] | None = None, *, aws: AwsCli = run_aws) -> int:
     env = os.environ
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--via", choices=["endpoint", "kubernetes-api"], default=env.get("LLAMA_SMOKE_VIA", "endpoint")
+        "--via", choices=["endpoint", "vpc", "kubernetes-api"], default=env.get("LLAMA_SMOKE_VIA", "endpoint")
     )
+    parser.add_argument("--project", default=env.get("LLAMA_SMOKE_PROJECT", ""))
     parser.add_argument("--endpoint", default=env.get("LLAMA_ENDPOINT", ""))
     parser.add_argument("--cluster", default=env.get("LLAMA_CLUSTER_NAME", ""))
     parser.add_argument("--region", default=env.get("LLAMA_CLUSTER_REGION", env.get("AWS_REGION", "")))
@@ -234,6 +318,19 @@ def main(argv: list[str] | None = None, *, aws: AwsCli = run_aws) -> int:
     parser.add_argument("--interval", type=float, default=15.0)
     args = parser.parse_args(argv)
     try:
+        if args.via == "vpc":
+            run_in_vpc(
+                project=args.project,
+                endpoint=args.endpoint,
+                region=args.region,
+                role_arn=args.role_arn,
+                # The project's own timeout bounds the wait too; this one covers its queue and start.
+                timeout_s=args.ready_timeout + args.predict_timeout + 600,
+                interval_s=args.interval,
+                aws=aws,
+            )
+            print("SMOKE TEST PASSED")
+            return 0
         if args.via == "kubernetes-api":
             target = kubernetes_api_target(
                 cluster=args.cluster,

@@ -62,3 +62,32 @@ def manifests(template: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         logical_id: json.loads(resolve(res["Properties"]["Manifest"]))
         for logical_id, res in resources(template, "Custom::AWSCDK-EKS-KubernetesResource").items()
     }
+
+
+def kubectl_invocation_timeouts(
+    by_stack_name: dict[str, dict[str, Any]], service_token: Any
+) -> dict[str, int]:
+    """Timeouts (s) of the Lambda functions one kubectl custom resource runs in, read from the templates
+    (``by_stack_name``: CloudFormation stack name -> template).
+
+    ``service_token`` (a HelmChart's ``ServiceToken``) names the provider framework's onEvent function, an
+    output of the stack that owns it; that function invokes the kubectl handler (its
+    ``USER_ON_EVENT_FUNCTION_ARN``) synchronously, so the resource must finish inside both.
+    """
+
+    def function(template: dict[str, Any], ref: Any) -> tuple[str, dict[str, Any]]:
+        logical_id, attribute = ref["Fn::GetAtt"]
+        assert attribute == "Arn", ref
+        res = template["Resources"][logical_id]
+        assert res["Type"] == "AWS::Lambda::Function", (logical_id, res["Type"])
+        return logical_id, res
+
+    output = service_token["Fn::GetStackOutput"]
+    owner = by_stack_name[output["StackName"]]
+    framework_id, framework = function(owner, owner["Outputs"][output["OutputName"]]["Value"])
+    handler_ref = framework["Properties"]["Environment"]["Variables"]["USER_ON_EVENT_FUNCTION_ARN"]
+    handler_id, handler = function(owner, handler_ref)
+    return {
+        framework_id: int(framework["Properties"]["Timeout"]),
+        handler_id: int(handler["Properties"]["Timeout"]),
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 
+import kubernetes_validate
 import pytest
 from aws_cdk.assertions import Match, Template
 
@@ -18,7 +19,7 @@ from config.addons import (
 )
 from tests.helpers.cfn import cfn_lint, unacknowledged
 from tests.helpers.crd_schema import REPO, served_schemas, validate
-from tests.stacks.addons._cfn import helm_releases, manifests, one, resources
+from tests.stacks.addons._cfn import helm_releases, kubectl_invocation_timeouts, manifests, one, resources
 
 SYSTEM = {"llama-eks/node-class": "system"}
 GPU_TOLERATION = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
@@ -53,7 +54,7 @@ def test_releases_are_pinned_with_deliberate_timeouts(releases):
             "karpenter-crd",
             KARPENTER_VERSION,
             "kube-system",
-            "300s",
+            "180s",
             True,
             True,
         ),
@@ -62,7 +63,7 @@ def test_releases_are_pinned_with_deliberate_timeouts(releases):
             "karpenter",
             KARPENTER_VERSION,
             "kube-system",
-            "600s",
+            "300s",
             True,
             True,
         ),
@@ -71,7 +72,7 @@ def test_releases_are_pinned_with_deliberate_timeouts(releases):
             "aws-load-balancer-controller",
             LOAD_BALANCER_CONTROLLER_CHART,
             "kube-system",
-            "600s",
+            "300s",
             True,
             True,
         ),
@@ -80,7 +81,7 @@ def test_releases_are_pinned_with_deliberate_timeouts(releases):
             "kube-prometheus-stack",
             KUBE_PROMETHEUS_STACK_CHART,
             "monitoring",
-            "900s",
+            "360s",
             True,
             True,
         ),
@@ -102,11 +103,49 @@ def test_releases_are_pinned_with_deliberate_timeouts(releases):
             True,
             True,
         ),
-        "keda": ("https://kedacore.github.io/charts", "keda", KEDA_CHART, "keda", "600s", True, True),
+        "keda": ("https://kedacore.github.io/charts", "keda", KEDA_CHART, "keda", "300s", True, True),
     }
     assert (KARPENTER_VERSION, KEDA_CHART, LOAD_BALANCER_CONTROLLER_CHART) == ("1.14.1", "2.20.2", "3.5.0")
-    # The kubectl handler is a Lambda: no release may wait longer than its 15 minutes.
-    assert all(int(r["Timeout"].rstrip("s")) <= 900 for r in releases.values())
+
+
+@pytest.mark.parametrize("variant", ["synthesized", "alternative"])
+def test_every_release_and_its_atomic_rollback_fit_one_kubectl_handler_invocation(request, variant):
+    """Helm runs inside one invocation of the kubectl handler Lambda (and of the provider framework's
+    onEvent Lambda that calls it). With --atomic a failed release waits --timeout, then rolls back and
+    waits up to --timeout again; both, plus the handler's own work, must end before the Lambda is killed
+    (else CloudFormation waits an hour for a response and the release is left half-done)."""
+    from stacks.addons.contract import HANDLER_OVERHEAD
+
+    app = request.getfixturevalue(variant)
+    by_stack_name = {s.stack_name: s.template for s in app.assembly.stacks}
+    checked = []
+    for stack_name, template in by_stack_name.items():
+        for logical_id, res in resources(template, "Custom::AWSCDK-EKS-HelmChart").items():
+            props = res["Properties"]
+            timeouts = kubectl_invocation_timeouts(by_stack_name, props["ServiceToken"])
+            assert sorted(timeouts.values()) == [900, 900]  # the Lambda maximum, as aws-eks-v2 sets it
+            limit = min(timeouts.values())
+            assert props["Timeout"].endswith("s"), logical_id  # an explicit timeout, never Helm's default
+            timeout = int(props["Timeout"].removesuffix("s"))
+            assert props["Atomic"] is True and props["Wait"] is True, logical_id
+            assert 2 * timeout + HANDLER_OVERHEAD.to_seconds() <= limit, (stack_name, logical_id, timeout)
+            checked.append(props["Release"])
+    assert len(checked) == (7 if variant == "synthesized" else 5)
+
+
+def test_a_release_timeout_without_room_for_the_rollback_fails_in_the_constructor():
+    from aws_cdk import Duration
+
+    from stacks.addons.contract import HelmRelease, max_release_timeout
+
+    assert max_release_timeout().to_seconds() == 390  # (900 s - 120 s) / 2
+    HelmRelease("c", "https://example.com", "1.0.0", "ns", "r", timeout=Duration.seconds(390))
+    with pytest.raises(ValueError) as info:
+        HelmRelease("c", "https://example.com", "1.0.0", "ns", "r", timeout=Duration.minutes(15))
+    assert str(info.value) == (
+        "HelmRelease r: timeout 900 s is invalid; allowed: 1 to 390 s (twice the timeout, for --atomic's "
+        "rollback, plus 120 s must fit the kubectl handler's 900 s)"
+    )
 
 
 def test_karpenter_values_point_at_cluster_and_queue(addons, releases, synthesized):
@@ -124,9 +163,8 @@ def test_karpenter_values_point_at_cluster_and_queue(addons, releases, synthesiz
             "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}}
         },
     }
-    # karpenter-crd owns the CRDs (upgraded with the chart); the controller chart skips its copy.
-    assert karpenter["SkipCrds"] is True
-    assert "SkipCrds" not in releases["karpenter-crd"]
+    # The kubectl handler ignores SkipCrds: no release relies on it (see the CRD ownership tests).
+    assert not [name for name, r in releases.items() if "SkipCrds" in r]
 
 
 def test_load_balancer_controller_values_and_official_policy(addons, releases, synthesized):
@@ -224,18 +262,22 @@ def test_install_order_is_a_chain_and_nodepools_follow_the_controller(addons, re
     assert one(addons, "AWS::SQS::Queue", "KarpenterInterruptionQueue")[0] in karpenter_deps
 
 
-def test_every_custom_resource_validates_strictly_against_its_crd(addons):
+def test_every_manifest_validates_strictly_against_its_crd_or_the_kubernetes_schema(addons, synthesized):
     docs = [doc for docs in manifests(addons).values() for doc in docs]
     kinds = sorted((d["apiVersion"], d["kind"], d["metadata"]["name"]) for d in docs)
     assert kinds == [
         ("karpenter.k8s.aws/v1", "EC2NodeClass", "default"),
         ("karpenter.sh/v1", "NodePool", "eks-gpu-np"),
         ("monitoring.coreos.com/v1", "ServiceMonitor", "dcgm-exporter"),
+        ("storage.k8s.io/v1", "StorageClass", "gp3-encrypted"),
     ]
     crd_apis = {api for api, _ in served_schemas()}
+    version = synthesized.config.cluster.kubernetes_version
     for doc in docs:
-        assert doc["apiVersion"] in crd_apis
-        validate(doc)
+        if doc["apiVersion"] in crd_apis:
+            validate(doc)
+        else:
+            assert kubernetes_validate.validate(doc, version, strict=True) == version
 
 
 @pytest.mark.parametrize("variant", ["synthesized", "alternative"])
@@ -285,6 +327,7 @@ def test_cdk_nag_is_clean_and_every_acknowledgement_has_a_reason(synthesized):
     acks = [a for a in synthesized.acknowledgements if a.construct_path.startswith("/Addons/")]
     # The reviewed set: a new acknowledgement is a decision to review, not a reflex.
     assert sorted({(a.construct_path, a.rule.split("[")[0]) for a in acks}) == [
+        ("/Addons/EbsCsiDriver/Role", "AwsSolutions-IAM4"),
         ("/Addons/Karpenter/Controller/IamIntegrationPolicy", "AwsSolutions-IAM5"),
         ("/Addons/Karpenter/Controller/NodeLifecyclePolicy", "AwsSolutions-IAM5"),
         ("/Addons/Karpenter/Controller/ResourceDiscoveryPolicy", "AwsSolutions-IAM5"),
@@ -376,6 +419,7 @@ def test_stack_rejects_an_addon_whose_requirement_is_missing():
             "Addons",
             cluster=None,  # never reached: the contract check runs first
             cluster_name="c",
+            kubernetes_version="1.35",
             vpc=None,
             config=AddonsConfig(),
             system_node_selector={},

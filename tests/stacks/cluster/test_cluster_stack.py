@@ -7,6 +7,7 @@ assertions here stand in for them.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -22,7 +23,8 @@ SYSTEM_NG = "SystemNodegroup1FE9048B"
 GPU_NG = "GpuNodegroupA54E93BD"
 NODE_SG = "NodeSecurityGroup0D0A68ED"
 NODE_ROLE = "NodeRole52753DAC"
-CONTROL_PLANE_LOGS = "ControlPlaneControlPlaneLogs126A6FFB"
+CONTROL_PLANE_LOG_GROUP = "ControlPlaneControlPlaneLogsCreateD611B7D0"
+CONTROL_PLANE_LOG_RETENTION = "ControlPlaneControlPlaneLogsRetention0BF469AB"
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,8 @@ def test_stateful_logical_ids_are_pinned(resources: dict[str, Any]) -> None:
     assert resources[SYSTEM_NG]["Type"] == "AWS::EKS::Nodegroup"
     assert resources[NODE_SG]["Type"] == "AWS::EC2::SecurityGroup"
     assert resources[NODE_ROLE]["Type"] == "AWS::IAM::Role"
-    assert resources[CONTROL_PLANE_LOGS]["Type"] == "AWS::Logs::LogGroup"
+    assert resources[CONTROL_PLANE_LOG_GROUP]["Type"] == "Custom::EksControlPlaneLogGroup"
+    assert resources[CONTROL_PLANE_LOG_RETENTION]["Type"] == "Custom::EksControlPlaneLogRetention"
 
 
 def test_native_cluster_version_name_and_no_auto_mode(resources: dict[str, Any]) -> None:
@@ -63,15 +66,24 @@ def test_native_cluster_version_name_and_no_auto_mode(resources: dict[str, Any])
 
 def test_upgrade_policy_and_deletion_protection_default(resources: dict[str, Any]) -> None:
     props = resources[CLUSTER]["Properties"]
-    assert props["UpgradePolicy"] == {"SupportType": "EXTENDED"}
+    # standard: no extended-support surcharge by surprise; extended stays one key away.
+    assert props["UpgradePolicy"] == {"SupportType": "STANDARD"}
     assert props["DeletionProtection"] is False
 
 
-def test_authentication_by_access_entries_with_creator_admin(resources: dict[str, Any]) -> None:
+def test_authentication_by_access_entries_without_creator_admin(resources: dict[str, Any]) -> None:
+    # The "creator" is the CloudFormation execution role, which no person can assume: no admin for it.
     assert resources[CLUSTER]["Properties"]["AccessConfig"] == {
         "AuthenticationMode": "API",
-        "BootstrapClusterCreatorAdminPermissions": True,
+        "BootstrapClusterCreatorAdminPermissions": False,
     }
+
+
+def test_dev_without_admin_principals_synthesizes_with_a_warning(synthesized: Synthesized) -> None:
+    warnings = [str(text) for level, text in synthesized.messages("Cluster") if "WARNING" in level]
+    assert any(
+        "cluster.adminPrincipalArns is empty: nobody can use kubectl on this cluster" in w for w in warnings
+    ), warnings
 
 
 def test_kubectl_handler_has_the_only_extra_access_entry_in_dev(template: Template) -> None:
@@ -112,12 +124,76 @@ def test_all_control_plane_log_types_enabled(resources: dict[str, Any]) -> None:
     }
 
 
-def test_control_plane_log_group_precreated_with_retention_and_retained(resources: dict[str, Any]) -> None:
-    log_group = resources[CONTROL_PLANE_LOGS]
-    assert log_group["Properties"]["LogGroupName"] == "/aws/eks/llama-eks-dev/cluster"
-    assert log_group["Properties"]["RetentionInDays"] == 90
-    assert log_group["DeletionPolicy"] == "Retain"
-    assert CONTROL_PLANE_LOGS in resources[CLUSTER]["DependsOn"]
+def test_control_plane_log_group_survives_deploy_destroy_deploy(resources: dict[str, Any]) -> None:
+    # No CloudFormation resource owns the name EKS writes to: a retained AWS::Logs::LogGroup would make the
+    # next deploy fail with "already exists", a deleted one would be recreated by EKS's last flush.
+    named = [
+        k
+        for k, v in resources.items()
+        if v["Type"] == "AWS::Logs::LogGroup" and "/aws/eks/" in str(v["Properties"].get("LogGroupName"))
+    ]
+    assert named == []
+    create = json.loads(resources[CONTROL_PLANE_LOG_GROUP]["Properties"]["Create"])
+    assert create == {
+        "service": "CloudWatchLogs",
+        "action": "createLogGroup",
+        "parameters": {"logGroupName": "/aws/eks/llama-eks-dev/cluster"},
+        "physicalResourceId": {"id": "/aws/eks/llama-eks-dev/cluster"},
+        # the group left by the last destroy (or created by EKS) is reused
+        "ignoreErrorCodesMatching": "ResourceAlreadyExistsException",
+    }
+    assert json.loads(resources[CONTROL_PLANE_LOG_GROUP]["Properties"]["Update"]) == create
+    retention = json.loads(resources[CONTROL_PLANE_LOG_RETENTION]["Properties"]["Create"])
+    assert retention == {
+        "service": "CloudWatchLogs",
+        "action": "putRetentionPolicy",
+        "parameters": {"logGroupName": "/aws/eks/llama-eks-dev/cluster", "retentionInDays": 90},
+        "physicalResourceId": {"id": "/aws/eks/llama-eks-dev/cluster"},
+    }
+    assert json.loads(resources[CONTROL_PLANE_LOG_RETENTION]["Properties"]["Update"]) == retention
+    # Destroy leaves the group (audit logs expire with the retention): no Delete call.
+    for logical_id in (CONTROL_PLANE_LOG_GROUP, CONTROL_PLANE_LOG_RETENTION):
+        assert "Delete" not in resources[logical_id]["Properties"]
+    assert CONTROL_PLANE_LOG_GROUP in resources[CONTROL_PLANE_LOG_RETENTION]["DependsOn"]
+    # Both happen before the cluster exists (EKS would otherwise create the group without retention).
+    assert {CONTROL_PLANE_LOG_GROUP, CONTROL_PLANE_LOG_RETENTION} <= set(resources[CLUSTER]["DependsOn"])
+
+
+def test_log_group_calls_may_touch_only_that_log_group(resources: dict[str, Any]) -> None:
+    policies = [
+        v["Properties"]["PolicyDocument"]["Statement"]
+        for k, v in resources.items()
+        if v["Type"] == "AWS::IAM::Policy" and k.startswith("ControlPlaneControlPlaneLogs")
+    ]
+    assert policies
+    for statements in policies:
+        assert statements == [
+            {
+                "Action": ["logs:CreateLogGroup", "logs:PutRetentionPolicy"],
+                "Effect": "Allow",
+                "Resource": [
+                    "arn:aws:logs:us-west-2:111111111111:log-group:/aws/eks/llama-eks-dev/cluster",
+                    # the form IAM checks most CloudWatch Logs actions against
+                    "arn:aws:logs:us-west-2:111111111111:log-group:/aws/eks/llama-eks-dev/cluster:*",
+                ],
+            }
+        ]
+
+
+def test_lambda_logs_of_the_stack_keep_the_control_planes_retention(resources: dict[str, Any]) -> None:
+    groups = {k: v for k, v in resources.items() if v["Type"] == "AWS::Logs::LogGroup"}
+    # the kubectl handler, its provider framework, the SDK-call function of the log group's custom resources
+    assert len(groups) == 3
+    assert {v["Properties"]["RetentionInDays"] for v in groups.values()} == {90}
+
+
+def test_vpc_cni_enforces_network_policies(resources: dict[str, Any]) -> None:
+    (cni,) = [
+        v
+        for v in resources.values()
+        if v["Type"] == "AWS::EKS::Addon" and v["Properties"]["AddonName"] == "vpc-cni"
+    ]
+    assert json.loads(cni["Properties"]["ConfigurationValues"]) == {"enableNetworkPolicy": "true"}
 
 
 def test_secrets_encrypted_with_rotating_retained_key(resources: dict[str, Any]) -> None:
@@ -166,6 +242,21 @@ def test_system_nodegroup_matches_seed(resources: dict[str, Any]) -> None:
     assert props["NodeRole"] == {"Fn::GetAtt": [NODE_ROLE, "Arn"]}
     assert "DiskSize" not in props  # set in the launch template
     assert str(props["Subnets"]).count("PrivateSubnet") == 3
+    assert (props["Version"], props["ReleaseVersion"]) == ("1.35", "1.35.6-20260714")
+    assert props["ForceUpdateEnabled"] is True  # dev: updates do not wait for disruption budgets
+
+
+def test_pinned_ami_release_fails_the_deploy_when_it_does_not_exist(synthesized: Synthesized) -> None:
+    template = synthesized.template("Cluster")
+    path = (
+        "/aws/service/eks/optimized-ami/1.35/amazon-linux-2023/x86_64/standard/"
+        "amazon-eks-node-al2023-x86_64-standard-1.35-v20260714/image_id"
+    )
+    (name,) = [k for k, v in template["Parameters"].items() if v.get("Default") == path]
+    # CloudFormation resolves an SSM parameter type before it creates anything: a release that was never
+    # published fails the deploy up front, not as nodes that never join.
+    assert template["Parameters"][name]["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
+    assert template["Outputs"]["SystemNodegroupAmiId"]["Value"] == {"Ref": name}
 
 
 def test_gpu_nodegroup_exactly_when_configured(synthesized: Synthesized, resources: dict[str, Any]) -> None:
@@ -179,12 +270,37 @@ def test_gpu_nodegroup_matches_seed_chapter_5(gpu_resources: dict[str, Any]) -> 
     props = gpu_resources[GPU_NG]["Properties"]
     assert props["NodegroupName"] == "eks-gpu-mng"
     assert props["AmiType"] == "AL2023_x86_64_NVIDIA"
-    assert props["CapacityType"] == "SPOT"
     assert props["InstanceTypes"] == ["g6.2xlarge"]
-    # Seed ch5's 0/1/2, with the variant's desiredSize 2: env=prod runs two replicas, one GPU node each.
-    assert props["ScalingConfig"] == {"MinSize": 0, "DesiredSize": 2, "MaxSize": 2}
+    # Production's defaults instead of seed ch5's 0/1/2: two serving nodes at least (one per prod replica,
+    # over the zones), one more for updates.
+    assert props["ScalingConfig"] == {"MinSize": 2, "DesiredSize": 2, "MaxSize": 3}
     assert props["Taints"] == [{"Effect": "NO_SCHEDULE", "Key": "nvidia.com/gpu", "Value": "true"}]
     assert props["Labels"] == {"llama-eks/node-class": "gpu"}
+
+
+def test_prod_gpu_nodegroup_keeps_serving_through_disruption(gpu_resources: dict[str, Any]) -> None:
+    # The variant is prod with the GPU nodegroup as serving capacity: two on-demand nodes over the three
+    # private subnets (one per zone), room for a surge, and updates that respect disruption budgets.
+    props = gpu_resources[GPU_NG]["Properties"]
+    assert props["CapacityType"] == "ON_DEMAND"
+    assert props["ScalingConfig"] == {"MinSize": 2, "DesiredSize": 2, "MaxSize": 3}
+    assert str(props["Subnets"]).count("PrivateSubnet") == 3
+    assert props["UpdateConfig"] == {"MaxUnavailable": 1}
+    assert props["ForceUpdateEnabled"] is False
+    assert (props["Version"], props["ReleaseVersion"]) == ("1.32", "1.32.13-20260714")
+
+
+def test_gpu_nodegroup_ami_release_is_checked_before_deploy(variant: Synthesized) -> None:
+    template = variant.template("Cluster")
+    path = (
+        "/aws/service/eks/optimized-ami/1.32/amazon-linux-2023/x86_64/nvidia/"
+        "amazon-eks-node-al2023-x86_64-nvidia-1.32-v20260714/image_id"
+    )
+    (name,) = [k for k, v in template["Parameters"].items() if v.get("Default") == path]
+    assert template["Parameters"][name]["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
+    assert template["Outputs"]["GpuNodegroupAmiId"]["Value"] == {"Ref": name}
+    # Bottlerocket system nodes (the variant's): not an AL2023 release, nothing pinned or checked.
+    assert "SystemNodegroupAmiId" not in template["Outputs"]
 
 
 @pytest.mark.parametrize(("nodegroup", "disk"), [(SYSTEM_NG, 50), (GPU_NG, 100)])
@@ -296,3 +412,24 @@ def test_typed_objects_for_later_stacks(synthesized: Synthesized) -> None:
     assert stack.cluster.vpc is synthesized.stacks.network.vpc
     assert stack.stack_name == "llama-eks-dev-cluster"
     assert synthesized.stacks.network in stack.dependencies
+
+
+def test_a_version_past_its_extended_support_fails_synth(tmp_path: Any) -> None:
+    import datetime
+
+    import aws_cdk as cdk
+
+    from config import ConfigError, load_config
+    from stacks.platform import build_app
+    from tests.conftest import cdk_json_context
+
+    context = {**cdk_json_context(), "cluster.kubernetesVersion": "1.32"}
+    config = load_config(context)
+    with pytest.raises(ConfigError) as err:
+        build_app(cdk.App(context=context, outdir=str(tmp_path)), config, today=datetime.date(2027, 3, 24))
+    assert str(err.value) == (
+        "Invalid config 'cluster.kubernetesVersion': '1.32'. Allowed: one of ['1.32', '1.33', '1.34', "
+        "'1.35', '1.36'] (a string): EKS extended support for 1.32 ended 2027-03-23, EKS no longer creates "
+        "1.32 clusters and upgrades existing ones; an existing cluster moves one minor version at a time "
+        "(a 1.32 cluster: set the next one)."
+    )

@@ -23,6 +23,8 @@ PIPELINE_ACCOUNT = "111111111111"
 DEV_ACCOUNT = "111111111111"
 PROD_ACCOUNT = "222222222222"
 REGION = "us-west-2"
+#: Production refuses a cluster nobody can administer.
+PROD_ADMIN = f"arn:aws:iam::{PROD_ACCOUNT}:role/platform-admin"
 CONNECTION_ARN = (
     "arn:aws:codeconnections:us-west-2:111111111111:connection/0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d"
 )
@@ -49,6 +51,7 @@ def pipeline_context(pipeline: dict[str, Any] | None = None, **extra: Any) -> di
     envs = context.setdefault("environments", {})
     envs.setdefault("dev", {})["aws"] = {"account": DEV_ACCOUNT, "region": REGION}
     envs.setdefault("prod", {})["aws"] = {"account": PROD_ACCOUNT, "region": REGION}
+    envs["prod"].setdefault("cluster", {})["adminPrincipalArns"] = [PROD_ADMIN]
     context["deployMode"] = "pipeline"
     context["pipeline"] = copy.deepcopy(PIPELINE_SECTION if pipeline is None else pipeline)
     context.update(NO_FAIL_CONTEXT)

@@ -232,10 +232,9 @@ def test_artifacts_are_encrypted_with_a_rotated_customer_key_when_accounts_diffe
     assert pipeline_synth.stack.cross_account_keys is True
 
 
-def test_smoke_test_follows_each_stage_deploy_through_the_kubernetes_api(
-    pipeline_synth: PipelineSynth,
-) -> None:
-    # cdk.json's NLB is internal: `via: auto` goes through the API server's service proxy.
+def test_smoke_test_follows_each_stage_deploy_from_inside_the_vpc(pipeline_synth: PipelineSynth) -> None:
+    # cdk.json's NLB is internal and prod's API endpoint private: `via: auto` runs the stage's own CodeBuild
+    # project in the cluster VPC, which the pipeline's step starts as the stage's smoke-test role.
     for sid, account, prefix in (
         ("Dev", DEV_ACCOUNT, "llama-eks-dev"),
         ("Prod", PROD_ACCOUNT, "llama-eks-prod"),
@@ -245,9 +244,9 @@ def test_smoke_test_follows_each_stage_deploy_through_the_kubernetes_api(
         deploys = [a for a in actions if a["ActionTypeId"]["Provider"] == "CloudFormation"]
         assert smoke["RunOrder"] > max(a["RunOrder"] for a in deploys)
         assert f"{prefix}-smoke-test" in {a["Configuration"]["StackName"] for a in deploys}
-        (cluster_deploy,) = [a for a in deploys if a["Name"] == f"{prefix}-cluster.Deploy"]
+        (inference_deploy,) = [a for a in deploys if a["Name"] == f"{prefix}-inference.Deploy"]
         env = {e["name"]: e["value"] for e in json.loads(smoke["Configuration"]["EnvironmentVariables"])}
-        assert env == {"LLAMA_CLUSTER_NAME": f"#{{{cluster_deploy['Namespace']}.ClusterName}}"}
+        assert env == {"LLAMA_ENDPOINT": f"#{{{inference_deploy['Namespace']}.EndpointUrl}}"}
         role_arn = f"arn:aws:iam::{account}:role/{prefix}-smoke-test"
         (project,) = [
             r
@@ -256,15 +255,15 @@ def test_smoke_test_follows_each_stage_deploy_through_the_kubernetes_api(
         ]
         static = {e["Name"]: e["Value"] for e in project["Properties"]["Environment"]["EnvironmentVariables"]}
         assert static == {
-            "LLAMA_SMOKE_VIA": "kubernetes-api",
+            "LLAMA_SMOKE_VIA": "vpc",
             "LLAMA_CLUSTER_REGION": "us-west-2",
             "LLAMA_SMOKE_ROLE_ARN": role_arn,
-            "LLAMA_NAMESPACE": "llama",
-            "LLAMA_SERVICE": "my-llama-svc",
-            "LLAMA_SERVICE_PORT": "80",
+            "LLAMA_SMOKE_PROJECT": f"{prefix}-smoke-test-in-vpc",
             "READY_TIMEOUT_S": "1200",
             "PREDICT_TIMEOUT_S": "300",
         }
+        # the in-VPC build's own bound (30 min) plus its queue and start
+        assert project["Properties"]["TimeoutInMinutes"] == (1200 + 300 + 900) // 60
         Template.from_json(pipeline_synth.template).has_resource_properties(
             "AWS::IAM::Policy",
             {
@@ -277,7 +276,72 @@ def test_smoke_test_follows_each_stage_deploy_through_the_kubernetes_api(
         )
 
 
-def test_smoke_test_role_is_scoped_to_the_pipeline_and_the_namespace(pipeline_synth: PipelineSynth) -> None:
+@pytest.mark.parametrize(
+    ("sid", "prefix", "account"),
+    [("Dev", "llama-eks-dev", DEV_ACCOUNT), ("Prod", "llama-eks-prod", PROD_ACCOUNT)],
+)
+def test_in_vpc_smoke_project_requests_the_nlb_from_the_private_subnets(
+    pipeline_synth: PipelineSynth, sid: str, prefix: str, account: str
+) -> None:
+    from config.names import SEED_PREDICT_REQUEST
+
+    template = pipeline_synth.stage_templates(sid)["SmokeTest"]
+    resources = template["Resources"]
+    (project,) = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CodeBuild::Project"]
+    assert project["Name"] == f"{prefix}-smoke-test-in-vpc"
+    subnets = json.dumps(project["VpcConfig"]["Subnets"])
+    assert subnets.count("PrivateSubnet") == 3 and "PublicSubnet" not in subnets
+    (group_id,) = project["VpcConfig"]["SecurityGroupIds"]
+    group = resources[group_id["Fn::GetAtt"][0]]["Properties"]
+    assert "SecurityGroupIngress" not in group  # nothing connects to it
+    assert group["SecurityGroupEgress"] == [
+        {"CidrIp": "0.0.0.0/0", "Description": "Allow all outbound traffic by default", "IpProtocol": "-1"}
+    ]
+    env = {e["Name"]: e for e in project["Environment"]["EnvironmentVariables"]}
+    assert {k: v["Value"] for k, v in env.items()} == {
+        "LLAMA_SMOKE_VIA": "endpoint",  # the script itself, straight to the internal NLB
+        "READY_TIMEOUT_S": "1200",
+        "PREDICT_TIMEOUT_S": "300",
+        "LLAMA_SEED_REQUEST": json.dumps(SEED_PREDICT_REQUEST, separators=(",", ":")),
+    }
+    assert json.loads(project["Source"]["BuildSpec"]) == {
+        "version": "0.2",
+        "phases": {"build": {"commands": ["python3 smoke.py"]}},
+    }
+    assert project["Source"]["Type"] == "S3"
+    assert project["TimeoutInMinutes"] == (1200 + 300 + 300) // 60
+    assert project["Artifacts"] == {"Type": "NO_ARTIFACTS"}
+    # The pipeline's role may start this project, read its builds and its log; no cluster access at all.
+    policy = next(
+        r["Properties"]["PolicyDocument"]["Statement"]
+        for lid, r in resources.items()
+        if r["Type"] == "AWS::IAM::Policy" and lid.startswith("RoleDefaultPolicy")
+    )
+    (project_id,) = [lid for lid, r in resources.items() if r["Type"] == "AWS::CodeBuild::Project"]
+    (logs_id,) = [lid for lid, r in resources.items() if r["Type"] == "AWS::Logs::LogGroup"]
+    assert policy == [
+        {
+            "Action": ["codebuild:BatchGetBuilds", "codebuild:StartBuild"],
+            "Effect": "Allow",
+            "Resource": {"Fn::GetAtt": [project_id, "Arn"]},
+        },
+        {"Action": "logs:GetLogEvents", "Effect": "Allow", "Resource": {"Fn::GetAtt": [logs_id, "Arn"]}},
+    ]
+    Template.from_json(template).resource_count_is("AWS::EKS::AccessEntry", 0)
+
+
+def test_in_vpc_smoke_project_source_is_the_script_folder(pipeline_synth: PipelineSynth) -> None:
+    template = pipeline_synth.stage_templates("Prod")["SmokeTest"]
+    (project,) = [
+        r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::CodeBuild::Project"
+    ]
+    asset_hash = project["Source"]["Location"].rsplit("/", 1)[1].removesuffix(".zip")
+    staged = Path(pipeline_synth.assembly.directory) / f"asset.{asset_hash}"
+    assert sorted(p.name for p in staged.iterdir()) == ["__init__.py", "smoke.py"]
+    assert (staged / "smoke.py").read_text() == (REPO / "stacks/pipeline/codebuild/smoke.py").read_text()
+
+
+def test_smoke_test_role_is_scoped_to_the_pipeline(pipeline_synth: PipelineSynth) -> None:
     t = Template.from_json(pipeline_synth.stage_templates("Prod")["SmokeTest"])
     t.has_resource_properties(
         "AWS::IAM::Role",
@@ -309,12 +373,6 @@ def test_smoke_test_role_is_scoped_to_the_pipeline_and_the_namespace(pipeline_sy
             },
         },
     )
-    (entry,) = t.find_resources("AWS::EKS::AccessEntry").values()
-    (policy,) = entry["Properties"]["AccessPolicies"]
-    assert policy["AccessScope"] == {"Namespaces": ["llama"], "Type": "namespace"}
-    assert json.dumps(policy["PolicyArn"]).endswith(':eks::aws:cluster-access-policy/AmazonEKSEditPolicy"]]}')
-    assert entry["Properties"]["PrincipalArn"] == {"Fn::GetAtt": ["Role1ABCC5F0", "Arn"]}
-    t.resource_count_is("AWS::EKS::AccessEntry", 1)
 
 
 def test_pipeline_stack_is_the_only_top_level_stack(pipeline_synth: PipelineSynth) -> None:

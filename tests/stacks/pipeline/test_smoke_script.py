@@ -90,7 +90,7 @@ def test_passes_after_readiness_and_sends_the_seed_request(service: tuple[Servic
     paths = [(m, p) for m, p, _, _ in state.requests]
     assert paths == [("GET", "/readyz")] * 3 + [("POST", "/predict")]
     _, _, headers, body = state.requests[-1]
-    assert json.loads(body) == smoke.SEED_PREDICT_REQUEST
+    assert json.loads(body) == smoke.seed_request()
     assert headers["Content-Type"] == "application/json"
     assert "Authorization" not in headers
     assert "SMOKE TEST PASSED" in capsys.readouterr().out
@@ -245,3 +245,118 @@ def test_kubernetes_api_token_is_reminted_before_it_expires() -> None:
 def test_kubernetes_api_mode_fails_clearly_without_a_cluster_name(capsys: Any) -> None:
     assert smoke.main(["--via", "kubernetes-api", "--cluster", ""], aws=FakeAws("http://x")) == 1
     assert "the cluster name is empty" in capsys.readouterr().err
+
+
+def test_seed_request_comes_from_the_environment_in_the_in_vpc_project(
+    service: tuple[Service, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The in-VPC project has only the script's folder: the stage passes config/seed_predict.json's request.
+    state, endpoint = service
+    from config.names import SEED_PREDICT_BODY, SEED_PREDICT_REQUEST
+
+    monkeypatch.setenv(smoke.SEED_REQUEST_ENV, SEED_PREDICT_BODY)
+    monkeypatch.setattr(smoke, "SEED_PREDICT_FILE", REPO / "no-such-file.json")
+    assert smoke.main(["--endpoint", endpoint, "--interval", "0.01"]) == 0
+    (body,) = [b for m, _, _, b in state.requests if m == "POST"]
+    assert json.loads(body) == SEED_PREDICT_REQUEST
+
+
+class FakeCodeBuild:
+    """The AWS CLI calls of the vpc mode: a build that runs ``polls`` polls and ends ``status``."""
+
+    def __init__(self, status: str = "SUCCEEDED", polls: int = 2) -> None:
+        self.status, self.polls = status, polls
+        self.calls: list[tuple[list[str], dict[str, str]]] = []
+
+    def __call__(self, args: list[str], env: dict[str, str]) -> dict[str, Any]:
+        self.calls.append((args, env))
+        if args[:2] == ["sts", "assume-role"]:
+            return {"Credentials": {"AccessKeyId": "AKIA1", "SecretAccessKey": "s", "SessionToken": "t"}}
+        if args[:2] == ["codebuild", "start-build"]:
+            return {"build": {"id": "p:1", "buildStatus": "IN_PROGRESS", "currentPhase": "QUEUED"}}
+        if args[:2] == ["codebuild", "batch-get-builds"]:
+            self.polls -= 1
+            status = "IN_PROGRESS" if self.polls > 0 else self.status
+            logs = {"groupName": "/smoke", "streamName": "p/1"}
+            return {"builds": [{"id": "p:1", "buildStatus": status, "currentPhase": "BUILD", "logs": logs}]}
+        if args[:2] == ["logs", "get-log-events"]:
+            return {"events": [{"message": "ready after 3 attempt(s)\n"}, {"message": "SMOKE TEST PASSED\n"}]}
+        raise AssertionError(args)
+
+
+VPC_ARGS = [
+    "--via",
+    "vpc",
+    "--project",
+    "llama-eks-prod-smoke-test-in-vpc",
+    "--endpoint",
+    "internal-my-llama-123.elb.us-west-2.amazonaws.com",
+    "--region",
+    "us-west-2",
+    "--role-arn",
+    "arn:aws:iam::222222222222:role/llama-eks-prod-smoke-test",
+    "--interval",
+    "0.01",
+]
+
+
+def test_vpc_mode_starts_the_stages_project_on_the_endpoint_and_prints_its_log(capsys: Any) -> None:
+    aws = FakeCodeBuild()
+    assert smoke.main(VPC_ARGS, aws=aws) == 0
+    (assume, _), (start, env), *polls, (log_call, _) = aws.calls
+    assert assume[:4] == [
+        "sts",
+        "assume-role",
+        "--role-arn",
+        "arn:aws:iam::222222222222:role/llama-eks-prod-smoke-test",
+    ]
+    assert start == [
+        "codebuild",
+        "start-build",
+        "--project-name",
+        "llama-eks-prod-smoke-test-in-vpc",
+        "--environment-variables-override",
+        "name=LLAMA_ENDPOINT,value=internal-my-llama-123.elb.us-west-2.amazonaws.com,type=PLAINTEXT",
+    ]
+    assert env["AWS_SESSION_TOKEN"] == "t"  # as the assumed role, never as the pipeline's CodeBuild role
+    assert [p[:2] for p, _ in polls] == [["codebuild", "batch-get-builds"]] * 2
+    assert log_call[:2] == ["logs", "get-log-events"]
+    out = capsys.readouterr().out
+    assert "| SMOKE TEST PASSED" in out and out.rstrip().endswith("SMOKE TEST PASSED")
+
+
+def test_vpc_mode_fails_with_the_builds_status(capsys: Any) -> None:
+    assert smoke.main(VPC_ARGS, aws=FakeCodeBuild(status="FAILED")) == 1
+    captured = capsys.readouterr()
+    assert "| SMOKE TEST PASSED" in captured.out  # the build's log is printed either way
+    assert "SMOKE TEST FAILED: the in-VPC smoke test p:1 ended FAILED (its log is above)" in captured.err
+
+
+def test_vpc_mode_wait_is_bounded() -> None:
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    with pytest.raises(smoke.SmokeTestFailed, match="p:1 did not finish within 60 s"):
+        smoke.run_in_vpc(
+            project="p",
+            endpoint="internal-x.elb.amazonaws.com",
+            region="us-west-2",
+            role_arn="arn:aws:iam::1:role/r",
+            timeout_s=60,
+            interval_s=15,
+            aws=FakeCodeBuild(polls=100),
+            clock=lambda: now[0],
+            sleep=sleep,
+            log=lambda _: None,
+        )
+    assert now[0] == 60  # four polls, the last at the deadline; a fifth would pass it
+
+
+def test_vpc_mode_fails_clearly_without_an_endpoint(capsys: Any) -> None:
+    aws = FakeCodeBuild()
+    argv = [a if a != "internal-my-llama-123.elb.us-west-2.amazonaws.com" else "" for a in VPC_ARGS]
+    assert smoke.main(argv, aws=aws) == 1
+    assert "the endpoint is empty" in capsys.readouterr().err
+    assert aws.calls == []  # nothing started
