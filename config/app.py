@@ -16,6 +16,7 @@ from pydantic import BeforeValidator, Field, Strict, ValidationInfo, field_valid
 
 from .addons import AddonsConfig, karpenter_compatibility_problem
 from .base import ACCOUNT_PATTERN, ConfigModel, Given, Region, StrMap, with_defaults
+from .chat_ui import ChatUiConfig
 from .cluster import ClusterConfig
 from .compute import ComputeConfig, GpuCapacity
 from .errors import ConfigError, Invalid, matches, raise_all
@@ -31,7 +32,16 @@ from .inference import (
 from .network import DEFAULT_REGION, NetworkConfig, default_availability_zones
 
 #: Top-level context keys that hold configuration of one environment (each a JSON object).
-SECTIONS: tuple[str, ...] = ("aws", "tags", "network", "cluster", "compute", "addons", "inference")
+SECTIONS: tuple[str, ...] = (
+    "aws",
+    "tags",
+    "network",
+    "cluster",
+    "compute",
+    "addons",
+    "inference",
+    "chatUi",
+)
 #: Top-level sections with their own loader, global rather than per environment (config/pipeline.py).
 GLOBAL_SECTIONS: tuple[str, ...] = ("pipeline",)
 DEFAULT_ENV = "dev"
@@ -89,6 +99,9 @@ class AppConfig(ConfigModel):
     inference: InferenceConfig = Field(
         default_factory=InferenceConfig, validate_default=True, description="The inference service."
     )
+    chat_ui: ChatUiConfig = Field(
+        default_factory=ChatUiConfig, validate_default=True, description="The chat UI in front of the model."
+    )
 
     @classmethod
     def dependent_defaults(cls, given: Given) -> Mapping[str, Any]:
@@ -116,6 +129,12 @@ class AppConfig(ConfigModel):
         return InferenceConfig.model_validate(
             with_defaults(value, {}), context={"addons": info.data.get("addons"), "production": production}
         )
+
+    @field_validator("chat_ui", mode="before")
+    @classmethod
+    def _chat_ui_for_the_environment(cls, value: Any, info: ValidationInfo) -> Any:
+        production = info.data.get("env_name", DEFAULT_ENV) == PRODUCTION_ENV
+        return ChatUiConfig.model_validate(with_defaults(value, {}), context={"production": production})
 
     @model_validator(mode="after")
     def _cross_section_rules(self) -> AppConfig:
@@ -145,6 +164,7 @@ class AppConfig(ConfigModel):
                 problems.append(problem)
         problems += addon_problems(self.inference, self.addons)
         problems += self._inference_serving_problems()
+        problems += self._chat_ui_problems()
         raise_all(problems)
         return self
 
@@ -197,6 +217,43 @@ class AppConfig(ConfigModel):
                         value=compute.gpu_nodegroup.desired_size,
                     )
                 )
+        return problems
+
+    # --- chat UI (issue 15) ------------------------------------------------------------------------------
+
+    def _chat_ui_problems(self) -> list[Invalid]:
+        chat_ui = self.chat_ui
+        if not chat_ui.enabled:
+            return []  # nothing of the UI is rendered
+        problems = exposure_problems(chat_ui.exposure, production=self.production, region=self.aws.region)
+        fewest = chat_ui.autoscaling.min_replicas
+        if self.production and fewest < PRODUCTION_MIN_REPLICAS:
+            problems.append(
+                Invalid(
+                    f"an integer >= {PRODUCTION_MIN_REPLICAS} in env=prod: with one replica every node "
+                    "disruption (spot interruption, node upgrade, zone outage) takes the chat page down",
+                    key="chatUi.autoscaling.minReplicas",
+                    value=fewest,
+                )
+            )
+        if "metrics-server" not in self.cluster.managed_addons:
+            problems.append(
+                Invalid(
+                    "a list that includes 'metrics-server' while chatUi.enabled is true (the chat UI's HPA "
+                    "scales on CPU utilisation from the metrics API)",
+                    key="cluster.managedAddons",
+                    value=list(self.cluster.managed_addons),
+                )
+            )
+        if chat_ui.vpa.enabled:
+            problems.append(
+                Invalid(
+                    "false: no add-on installs the VerticalPodAutoscaler recommender and CRDs yet (the "
+                    "chart can render the recommendation-only VPA once one does)",
+                    key="chatUi.vpa.enabled",
+                    value=True,
+                )
+            )
         return problems
 
     def _serving_on_spot(self) -> bool:
