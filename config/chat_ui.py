@@ -131,7 +131,9 @@ class ChatUiConfig(ConfigModel):
     title: Annotated[str, Strict(), Rule(_title, "a non-empty single line of at most 200 characters")] = (
         Field("Llama chat", max_length=200, description="Page title and heading (`CHAT_UI_TITLE`).")
     )
-    system_prompt: Annotated[str, Strict()] | None = Field(
+    system_prompt: (
+        Annotated[str, Strict(), Allowed('a string of at most 20000 characters ("" for none)')] | None
+    ) = Field(
         None,
         max_length=20_000,
         description='System prompt sent before every conversation (`CHAT_UI_SYSTEM_PROMPT`); `""` for none.',
