@@ -349,14 +349,17 @@ def test_models_policy_admits_the_ui_and_nothing_more() -> None:
     )
 
 
-def test_ui_egress_matches_the_models_pods() -> None:
-    # The UI's egress rule selects exactly the labels the model's pods carry (no silent mismatch).
-    model = one(render_inference(InferenceConfig.load({"namespace": NAMESPACE})), "Deployment")
-    labels = model["spec"]["template"]["metadata"]["labels"]
-    policy = one(render(), "NetworkPolicy")
-    selector = policy["spec"]["egress"][1]["to"][0]["podSelector"]["matchLabels"]
-    assert selector.items() <= labels.items()
-    assert model["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] == SERVER_PORT
+def test_ui_egress_matches_the_models_service() -> None:
+    # The UI's egress rule selects exactly the model Service's selector, on the port the Service forwards to:
+    # the VPC CNI's network policy controller then also admits the Service's ClusterIP and port (it resolves
+    # Services whose selector the rule's podSelector matches, and maps the target port to the Service port).
+    inference = render_inference(InferenceConfig.load({"namespace": NAMESPACE}))
+    model, service = one(inference, "Deployment"), one(inference, "Service")
+    rule = one(render(), "NetworkPolicy")["spec"]["egress"][1]
+    selector = rule["to"][0]["podSelector"]["matchLabels"]
+    assert selector == service["spec"]["selector"]
+    assert selector.items() <= model["spec"]["template"]["metadata"]["labels"].items()
+    assert [p["port"] for p in rule["ports"]] == [p["targetPort"] for p in service["spec"]["ports"]]
 
 
 # --- bad props ----------------------------------------------------------------------------------------------
