@@ -99,7 +99,8 @@ class InferenceChartProps:
     GPU pods also tolerate ``gpu_taint_key`` (``nvidia.com/gpu``, NoSchedule). ``cpu_node_selector``:
     node labels for the CPU variant (default none: any untainted node).
     ``service_monitor_labels``: labels Prometheus selects ServiceMonitors by. ``rollout``: the rolling
-    update (default: surge one pod, take none away first).
+    update (default: surge one pod, take none away first). ``client_pod_labels``: labels of in-namespace
+    client pods the NetworkPolicy admits to the server port (the chat UI's, charts/chat_ui.py; default none).
     """
 
     config: InferenceConfig
@@ -110,6 +111,7 @@ class InferenceChartProps:
     cpu_node_selector: Mapping[str, str] = field(default_factory=dict)
     service_monitor_labels: Mapping[str, str] = field(default_factory=lambda: DEFAULT_SERVICE_MONITOR_LABELS)
     rollout: Rollout = field(default_factory=Rollout)
+    client_pod_labels: tuple[Mapping[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.config, InferenceConfig):
@@ -120,6 +122,11 @@ class InferenceChartProps:
             raise ConfigError("network.vpcCidr", self.vpc_cidr, CIDR_ALLOWED)
         if not isinstance(self.rollout, Rollout):
             raise ConfigError("inference.rollout", self.rollout, "a Rollout")
+        if any(not labels for labels in self.client_pod_labels):
+            # An empty podSelector would admit every pod of the namespace.
+            raise ConfigError(
+                "inference.clientPodLabels", list(self.client_pod_labels), "non-empty label sets"
+            )
         if self.config.accelerator is Accelerator.GPU and not self.gpu_node_selector:
             raise ConfigError(
                 "compute.gpuCapacity",
@@ -467,6 +474,11 @@ class InferenceChart(cdk8s.Chart):
         # The NLB (client traffic and health checks: its VPC addresses, charts/exposure.py) and in-VPC
         # clients. KEDA needs nothing here: its triggers query Prometheus, never the pods.
         nlb = self.exposure.ingress_peers(self, "VpcCidr")
+        # In-namespace clients by their pods' labels (the chat UI): a policy sees the pod behind the Service.
+        clients = [
+            kplus.Pods.select(self, f"ClientPods{i}" if i else "ClientPods", labels=dict(labels))
+            for i, labels in enumerate(self.props.client_pod_labels)
+        ]
         any_ip = kplus.NetworkPolicyIpBlock.any_ipv4(self, "AnyIpv4")
         agent = kplus.NetworkPolicyIpBlock.ipv4(self, "PodIdentityAgent", POD_IDENTITY_AGENT_CIDR)
         return kplus.NetworkPolicy(
@@ -479,6 +491,7 @@ class InferenceChart(cdk8s.Chart):
                 rules=[
                     *(kplus.NetworkPolicyRule(peer=peer, ports=port) for peer in nlb),
                     kplus.NetworkPolicyRule(peer=prometheus, ports=port),
+                    *(kplus.NetworkPolicyRule(peer=client, ports=port) for client in clients),
                 ],
             ),
             egress=kplus.NetworkPolicyTraffic(

@@ -24,6 +24,7 @@ from .addons import (
     karpenter_compatibility_problem,
 )
 from .base import ACCOUNT_PATTERN, PRODUCTION, Bool, ConfigModel, Given, Region, StrMap, with_defaults
+from .chat_ui import ChatUiConfig
 from .cluster import ClusterConfig
 from .cluster import production_problems as cluster_production_problems
 from .compute import KUBERNETES_VERSION_CONTEXT, ComputeConfig, GpuCapacity
@@ -34,7 +35,16 @@ from .inference import PRODUCTION_MIN_REPLICAS, Accelerator, Autoscaler, Inferen
 from .network import DEFAULT_REGION, NetworkConfig, default_availability_zones
 
 #: Top-level context keys that hold configuration of one environment (each a JSON object).
-SECTIONS: tuple[str, ...] = ("aws", "tags", "network", "cluster", "compute", "addons", "inference")
+SECTIONS: tuple[str, ...] = (
+    "aws",
+    "tags",
+    "network",
+    "cluster",
+    "compute",
+    "addons",
+    "inference",
+    "chatUi",
+)
 #: Top-level sections with their own loader, global rather than per environment (config/pipeline.py).
 GLOBAL_SECTIONS: tuple[str, ...] = ("pipeline",)
 #: Top-level keys that are single values, set at the top or per environment (`environments[env]` wins).
@@ -98,6 +108,9 @@ class AppConfig(ConfigModel):
     inference: InferenceConfig = Field(
         default_factory=InferenceConfig, validate_default=True, description="The inference service."
     )
+    chat_ui: ChatUiConfig = Field(
+        default_factory=ChatUiConfig, validate_default=True, description="The chat UI in front of the model."
+    )
 
     @classmethod
     def load(cls, data: Any = None, *, context: Mapping[str, Any] | None = None) -> AppConfig:
@@ -146,6 +159,12 @@ class AppConfig(ConfigModel):
             with_defaults(value, {}), context={"addons": info.data.get("addons"), "production": production}
         )
 
+    @field_validator("chat_ui", mode="before")
+    @classmethod
+    def _chat_ui_for_the_environment(cls, value: Any, info: ValidationInfo) -> Any:
+        production = bool(info.data.get(PRODUCTION, False))
+        return ChatUiConfig.model_validate(with_defaults(value, {}), context={"production": production})
+
     @model_validator(mode="after")
     def _cross_section_rules(self) -> AppConfig:
         problems = []
@@ -179,6 +198,7 @@ class AppConfig(ConfigModel):
         if self.production:
             problems += cluster_production_problems(self.cluster)
             problems += compute_production_problems(self.compute)
+        problems += self._chat_ui_problems()
         raise_all(problems)
         return self
 
@@ -231,6 +251,43 @@ class AppConfig(ConfigModel):
                         value=compute.gpu_nodegroup.desired_size,
                     )
                 )
+        return problems
+
+    # --- chat UI (issue 15) ------------------------------------------------------------------------------
+
+    def _chat_ui_problems(self) -> list[Invalid]:
+        chat_ui = self.chat_ui
+        if not chat_ui.enabled:
+            return []  # nothing of the UI is rendered
+        problems = exposure_problems(chat_ui.exposure, production=self.production, region=self.aws.region)
+        fewest = chat_ui.autoscaling.min_replicas
+        if self.production and fewest < PRODUCTION_MIN_REPLICAS:
+            problems.append(
+                Invalid(
+                    f"an integer >= {PRODUCTION_MIN_REPLICAS} in env=prod: with one replica every node "
+                    "disruption (spot interruption, node upgrade, zone outage) takes the chat page down",
+                    key="chatUi.autoscaling.minReplicas",
+                    value=fewest,
+                )
+            )
+        if "metrics-server" not in self.cluster.managed_addons:
+            problems.append(
+                Invalid(
+                    "a list that includes 'metrics-server' while chatUi.enabled is true (the chat UI's HPA "
+                    "scales on CPU utilisation from the metrics API)",
+                    key="cluster.managedAddons",
+                    value=list(self.cluster.managed_addons),
+                )
+            )
+        if chat_ui.vpa.enabled:
+            problems.append(
+                Invalid(
+                    "false: no add-on installs the VerticalPodAutoscaler recommender and CRDs yet (the "
+                    "chart can render the recommendation-only VPA once one does)",
+                    key="chatUi.vpa.enabled",
+                    value=True,
+                )
+            )
         return problems
 
     def _serving_on_spot(self) -> bool:

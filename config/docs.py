@@ -170,8 +170,9 @@ def keys() -> str:
         f"| {_cell(AppConfig.model_fields['tags'].description or '')} |",
         "",
     ]
-    for name in ("aws", "network", "cluster", "compute", "addons", "inference"):
-        lines += list(_sections(name, getattr(defaults, name), 3))
+    fields = {field.alias or name: name for name, field in AppConfig.model_fields.items()}
+    for key in ("aws", "network", "cluster", "compute", "addons", "inference", "chatUi"):
+        lines += list(_sections(key, getattr(defaults, fields[key]), 3))
     lines += list(_sections("pipeline", _example_pipeline(), 3))
     return "\n".join(lines).rstrip() + "\n"
 

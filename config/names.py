@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import MappingProxyType
 
 #: Label every node of this product carries; workloads select on it (values: :data:`NODE_CLASSES`).
 NODE_CLASS_LABEL = "llama-eks/node-class"
@@ -46,3 +47,12 @@ SEED_PREDICT_FILE = Path(__file__).with_name("seed_predict.json")
 SEED_PREDICT_REQUEST: dict[str, str] = json.loads(SEED_PREDICT_FILE.read_text())
 #: The same request as the compact JSON body of the seed's curl.
 SEED_PREDICT_BODY = json.dumps(SEED_PREDICT_REQUEST, separators=(",", ":"))
+
+#: The chat UI (seed ch6's ``chatbot-ui-*`` objects, charts/chat_ui.py); the inference chart's NetworkPolicy
+#: admits its pods (``CHAT_UI_POD_LABELS``) to the model.
+CHAT_UI_NAME = "chatbot-ui"
+CHAT_UI_DEPLOYMENT = f"{CHAT_UI_NAME}-deployment"
+CHAT_UI_SERVICE = f"{CHAT_UI_NAME}-service"
+CHAT_UI_HPA = f"{CHAT_UI_NAME}-hpa"
+CHAT_UI_VPA = f"{CHAT_UI_NAME}-vpa"
+CHAT_UI_POD_LABELS = MappingProxyType({"app": CHAT_UI_NAME})

@@ -92,6 +92,7 @@ def build_app(
         config=config.inference,
         vpc_cidr=config.network.vpc_cidr,
         placement=inference_placement(config, addons=addons.installed, gpu_nodegroup=cluster.gpu_nodegroup),
+        chat_ui=config.chat_ui,
         env=env,
         stack_name=f"{prefix}-inference",
         description=f"Llama inference service on EKS cluster {name} ({env_name})",
@@ -114,6 +115,11 @@ def inference_placement(
     """
     inference = config.inference
     capacity: tuple[IConstruct, ...]
+    # CPU work (the CPU model server, the chat UI): the general-purpose NodePool when there is one, else any
+    # untainted node (the system nodegroup).
+    general_pool = config.addons.karpenter.enabled and config.addons.karpenter.general_purpose_pool
+    cpu_selector: dict[str, str] = {NODEPOOL_LABEL: GENERAL_NODEPOOL_NAME} if general_pool else {}
+    cpu_capacity: tuple[IConstruct, ...] = (_need(addons.karpenter, "karpenter"),) if general_pool else ()
     rollout = Rollout()  # one extra pod during a rollout: Karpenter launches a node for it
     if inference.accelerator is Accelerator.GPU:
         device_plugin = _need(addons.nvidia_device_plugin, "nvidiaDevicePlugin")
@@ -127,9 +133,8 @@ def inference_placement(
                 # No free GPU node for an extra pod (nothing adds nodes to a managed nodegroup here): replace
                 # pods in place, one at a time (config/app.py guarantees a node per replica).
                 rollout = Rollout(max_surge=0, max_unavailable=1)
-    elif config.addons.karpenter.enabled and config.addons.karpenter.general_purpose_pool:
-        selector = {NODEPOOL_LABEL: GENERAL_NODEPOOL_NAME}
-        capacity = (_need(addons.karpenter, "karpenter"),)
+    elif general_pool:
+        selector, capacity = cpu_selector, cpu_capacity
     else:
         selector, capacity = {}, ()
 
@@ -146,6 +151,8 @@ def inference_placement(
         after_autoscaler=autoscaler,
         after_metrics=(_need(addons.metrics, "metrics"),) if monitoring else (),
         rollout=rollout,
+        ui_node_selector=cpu_selector,
+        after_ui_capacity=cpu_capacity,
     )
 
 

@@ -4,7 +4,8 @@
     python tools/synth_summary.py [cdk.out]
 
 Kubernetes objects are counted by kind inside ``Custom::AWSCDK-EKS-KubernetesResource`` manifests;
-Helm releases (``Custom::AWSCDK-EKS-HelmChart``) are listed with chart, version and namespace.
+Helm releases (``Custom::AWSCDK-EKS-HelmChart``) are listed with chart, version and namespace; container
+image assets (``<stack>.assets.json``) with their display name and platform.
 """
 
 from __future__ import annotations
@@ -44,6 +45,18 @@ def manifest_kinds(properties: dict[str, Any]) -> Counter[str]:
         elif isinstance(obj, dict):
             kinds[str(obj.get("kind"))] += 1
     return kinds
+
+
+def image_assets(template_path: Path) -> list[str]:
+    """ "display name (platform)" of every container image asset of the stack whose template this is."""
+    assets = template_path.with_name(template_path.name.replace(".template.json", ".assets.json"))
+    if not assets.exists():
+        return []
+    images = json.loads(assets.read_text()).get("dockerImages", {})
+    return sorted(
+        f"{image.get('displayName', asset_id)} ({image.get('source', {}).get('platform', 'any platform')})"
+        for asset_id, image in images.items()
+    )
 
 
 def stacks(assembly: Path) -> list[tuple[str, str, Path]]:
@@ -88,6 +101,8 @@ def summarize(assembly: Path) -> str:
             lines.append("    Kubernetes objects: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
         for chart in sorted(charts):
             lines.append(f"    Helm release: {chart}")
+        for image in image_assets(template_path):
+            lines.append(f"    Image asset: {image}")
         total_objects.update(kinds)
     lines.append(
         f"Total: {len(stacks(assembly))} stacks, {total_resources} resources, "

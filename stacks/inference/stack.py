@@ -31,9 +31,12 @@ from aws_cdk import Annotations, CfnOutput, Duration, Stack
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct, IConstruct
 
-from charts.inference import InferenceChart, InferenceChartProps, Rollout
+from charts.chat_ui import ModelEndpoint
+from charts.inference import SERVER_PORT, InferenceChart, InferenceChartProps, Rollout
+from config.chat_ui import ChatUiConfig
 from config.inference import Accelerator, Autoscaler, InferenceConfig
-from config.names import SEED_PREDICT_BODY
+from config.names import CHAT_UI_POD_LABELS, CHAT_UI_SERVICE, SEED_PREDICT_BODY
+from stacks.inference.chat_ui import ChatUi
 from stacks.inference.image import ModelServerImage
 from stacks.inference.model_access import ModelAccess
 
@@ -67,6 +70,8 @@ class Placement:
     ``after_load_balancer_controller``: before the Service; ``after_autoscaler``: before the ScaledObject
     or HPA (KEDA, Prometheus, the DCGM exporter); ``after_metrics``: before the ServiceMonitor and dashboard.
     ``rollout``: the Deployment's rolling update, as the capacity allows (``Rollout``).
+    ``ui_node_selector`` / ``after_ui_capacity``: the CPU nodes of the chat UI and what creates them (the
+    general-purpose NodePool, or none: any untainted node such as the system nodegroup).
     """
 
     node_selector: Mapping[str, str] = field(default_factory=dict)
@@ -75,6 +80,8 @@ class Placement:
     after_load_balancer_controller: tuple[IConstruct, ...] = ()
     after_autoscaler: tuple[IConstruct, ...] = ()
     after_metrics: tuple[IConstruct, ...] = ()
+    ui_node_selector: Mapping[str, str] = field(default_factory=dict)
+    after_ui_capacity: tuple[IConstruct, ...] = ()
 
 
 class InferenceStack(Stack):
@@ -84,6 +91,8 @@ class InferenceStack(Stack):
     the model is on S3. ``vpc_cidr``: the VPC's CIDR (NetworkPolicy, internal NLB source range).
     ``placement``: the nodes and what each manifest group waits for (``stacks.platform.inference_placement``).
     The ECR registry scanning rule is created only with ``inference.registryScanOnPush`` (account-wide).
+    ``chat_ui``: the chat UI in front of the model (``ChatUi``, in the model's namespace), none when absent
+    or disabled.
     """
 
     def __init__(
@@ -95,9 +104,13 @@ class InferenceStack(Stack):
         config: InferenceConfig,
         vpc_cidr: str,
         placement: Placement,
+        chat_ui: ChatUiConfig | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
+        ui = chat_ui if chat_ui is not None and chat_ui.enabled else None
+        # The model's NetworkPolicy admits the UI's pods (nothing else gains a path to the model).
+        clients = (CHAT_UI_POD_LABELS,) if ui is not None else ()
 
         gpu = config.accelerator is Accelerator.GPU
         self.config = config
@@ -120,14 +133,17 @@ class InferenceStack(Stack):
         selector = dict(placement.node_selector)
         image = self.image.image_uri
         rollout = placement.rollout
+        common: dict[str, Any] = {
+            "config": config,
+            "image": image,
+            "vpc_cidr": vpc_cidr,
+            "rollout": rollout,
+            "client_pod_labels": clients,
+        }
         props = (
-            InferenceChartProps(
-                config=config, image=image, vpc_cidr=vpc_cidr, rollout=rollout, gpu_node_selector=selector
-            )
+            InferenceChartProps(**common, gpu_node_selector=selector)
             if gpu
-            else InferenceChartProps(
-                config=config, image=image, vpc_cidr=vpc_cidr, rollout=rollout, cpu_node_selector=selector
-            )
+            else InferenceChartProps(**common, cpu_node_selector=selector)
         )
         self.chart = InferenceChart(cdk8s.App(), "Inference", props)
         manifests = self.chart.to_json()
@@ -180,8 +196,32 @@ class InferenceStack(Stack):
                 "nodegroup only if it has room (enable addons.karpenter.generalPurposePool).",
             )
 
+        self.chat_ui: ChatUi | None = None
+        if ui is not None:
+            self.chat_ui = ChatUi(
+                self,
+                "ChatUi",
+                cluster=cluster,
+                config=ui,
+                namespace=config.namespace,
+                model=ModelEndpoint(
+                    # In-cluster: plain HTTP on the Service's port (TLS, when on, ends at the NLB).
+                    url=f"http://{config.service_name}.{config.namespace}.svc.cluster.local:{config.exposure.port}",
+                    pod_labels={"app": config.name},
+                    port=SERVER_PORT,
+                    api_key_secret=config.api_key.secret_name if config.api_key.enabled else None,
+                ),
+                vpc_cidr=vpc_cidr,
+                after_namespace=base,
+                after_load_balancer_controller=placement.after_load_balancer_controller,
+                after_capacity=placement.after_ui_capacity,
+                node_selector=placement.ui_node_selector,
+            )
+
         self._warnings(config, placement)
         self._outputs(config)
+        if self.chat_ui is not None:
+            self._chat_ui_outputs(config, self.chat_ui)
 
     def _warnings(self, config: InferenceConfig, placement: Placement) -> None:
         exposure = config.exposure
@@ -198,6 +238,35 @@ class InferenceStack(Stack):
                 "the replicas): pods are replaced in place, so a rollout of a single replica is an outage. "
                 "Raise compute.gpuNodegroup.desiredSize by one for zero-downtime rollouts.",
             )
+
+    def _chat_ui_outputs(self, config: InferenceConfig, chat_ui: ChatUi) -> None:
+        exposure = chat_ui.config.exposure
+        if exposure.internet_facing and not exposure.tls:
+            Annotations.of(self).add_warning_v2(
+                "llama-eks:chatUiPlaintext",
+                "chatUi.exposure.scheme is 'internet-facing' without chatUi.exposure.certificateArn: "
+                "questions and answers cross the internet in clear text (refused in env=prod).",
+            )
+        reach = (
+            "internet-facing NLB, reachable from chatUi.exposure.sourceRanges"
+            if exposure.internet_facing
+            else "internal NLB: reachable from inside the VPC; from a laptop use ChatUiPortForward"
+        )
+        CfnOutput(
+            self,
+            "ChatUiUrl",
+            value=chat_ui.url,
+            description=f"The chat UI's page ({exposure.url_scheme.upper()} on port {exposure.port}, {reach}"
+            + (f"; point {exposure.domain_name} at the NLB" if exposure.domain_name else "")
+            + ")",
+        )
+        CfnOutput(
+            self,
+            "ChatUiPortForward",
+            value=f"kubectl -n {config.namespace} port-forward svc/{CHAT_UI_SERVICE} 7860:{exposure.port}",
+            description="Open the chat UI at http://127.0.0.1:7860 through the Kubernetes API (any scheme)",
+        )
+        CfnOutput(self, "ChatUiImageUri", value=chat_ui.image.image_uri, description="Chat UI image in ECR")
 
     def _outputs(self, config: InferenceConfig) -> None:
         exposure = config.exposure

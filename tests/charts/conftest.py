@@ -19,3 +19,11 @@ def rendered() -> dict[str, Manifests]:
 @pytest.fixture(scope="session")
 def default(rendered: dict[str, Manifests]) -> Manifests:
     return rendered["gpu-keda"]
+
+
+@pytest.fixture(scope="session")
+def rendered_chat_ui() -> dict[str, Manifests]:
+    """Every chat UI variant (tests/charts/chat_ui_manifests.py) rendered once per session."""
+    from tests.charts.chat_ui_manifests import render_variants
+
+    return render_variants()

@@ -33,14 +33,23 @@ ACKNOWLEDGED: dict[str, str] = {
 }
 
 
+def chat_ui_files(rendered_chat_ui: dict[str, Manifests]) -> dict[str, Manifests]:
+    """The chat UI chart's variants (tests/charts/chat_ui_manifests.py), one file each."""
+    return {f"chat-ui-{variant}": manifests for variant, manifests in rendered_chat_ui.items()}
+
+
 @pytest.fixture(scope="module")
-def checkov_report(rendered: dict[str, Manifests], tmp_path_factory: pytest.TempPathFactory) -> dict:
+def checkov_report(
+    rendered: dict[str, Manifests],
+    rendered_chat_ui: dict[str, Manifests],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict:
     if not CHECKOV.exists():
         if os.environ.get("CI"):
             pytest.fail(f"{CHECKOV} missing: `make deps` installs it (mk/image.mk)")
         pytest.skip("checkov not installed; run `make deps`")
     out = tmp_path_factory.mktemp("manifests")
-    for variant, manifests in rendered.items():
+    for variant, manifests in {**rendered, **chat_ui_files(rendered_chat_ui)}.items():
         (out / f"{variant}.yaml").write_text(yaml.safe_dump_all(manifests, sort_keys=False))
     proc = subprocess.run(
         [str(CHECKOV), "-d", str(out), "--framework", "kubernetes", "-o", "json", "--skip-download"],
@@ -55,14 +64,16 @@ def checkov_report(rendered: dict[str, Manifests], tmp_path_factory: pytest.Temp
     return report[0] if isinstance(report, list) else report
 
 
-def test_checkov_scanned_every_object(checkov_report: dict, rendered: dict[str, Manifests]) -> None:
+def test_checkov_scanned_every_object(
+    checkov_report: dict, rendered: dict[str, Manifests], rendered_chat_ui: dict[str, Manifests]
+) -> None:
     assert checkov_report["summary"]["parsing_errors"] == 0
     results = checkov_report["results"]
     checked = {
         (r["file_path"].strip("/").removesuffix(".yaml"), r["resource"])
         for r in results["passed_checks"] + results["failed_checks"]
     }
-    for variant, manifests in rendered.items():
+    for variant, manifests in {**rendered, **chat_ui_files(rendered_chat_ui)}.items():
         for m in manifests:
             meta = m["metadata"]
             resource = ".".join(x for x in (m["kind"], meta.get("namespace", "default"), meta["name"]) if x)
@@ -83,13 +94,13 @@ def test_no_unacknowledged_failures(checkov_report: dict) -> None:
     assert unacknowledged == []
 
 
-def test_acknowledgements_are_live(checkov_report: dict) -> None:
+def test_acknowledgements_are_live(checkov_report: dict, rendered_chat_ui: dict[str, Manifests]) -> None:
     # An acknowledgement for a check that no longer fails is stale and must go.
     failing = {f["check_id"] for f in checkov_report["results"]["failed_checks"]}
     assert set(ACKNOWLEDGED) <= failing
     assert {
         f["file_path"].strip("/").removesuffix(".yaml") for f in checkov_report["results"]["failed_checks"]
-    } <= set(VARIANTS)
+    } <= set(VARIANTS) | set(chat_ui_files(rendered_chat_ui))
 
 
 def test_security_checks_pass(checkov_report: dict) -> None:

@@ -20,6 +20,10 @@ def test_summary_of_real_assembly(synthesized: Synthesized) -> None:
     assert f"{nodegroups:6d}  AWS::EKS::Nodegroup" in text
     n_stacks = len(synthesized.assembly.stacks)
     assert text.splitlines()[-1].startswith(f"Total: {n_stacks} stacks, ")
+    # The container images a deploy builds, under their stack.
+    inference = text.split("Inference  (stack ")[1]
+    assert "    Image asset: llama chat UI (linux/amd64)\n" in inference
+    assert "    Image asset: llama model server (CUDA) (linux/amd64)\n" in inference
 
 
 def _split(text: str) -> list[object]:

@@ -170,7 +170,10 @@ def test_workload_uses_the_image_asset(template: dict[str, Any]) -> None:
 
 
 def test_cuda_image_asset_for_linux_amd64(assets: dict[str, Any]) -> None:
-    (image,) = assets["dockerImages"].values()
+    # The model server's image; the chat UI's is tests/stacks/inference/test_chat_ui_stack.py's.
+    (image,) = [
+        i for i in assets["dockerImages"].values() if i["displayName"].startswith("llama model server")
+    ]
     assert image["source"]["platform"] == "linux/amd64"
     assert image["source"]["dockerBuildArgs"] == {
         "BUILDER_IMAGE": "nvidia/cuda:12.6.3-devel-ubuntu24.04",
@@ -284,7 +287,7 @@ def test_nodegroup_hpa_s3_variant(nodegroup_hpa: Synthesized) -> None:
 
 def test_cpu_variant(cpu: Synthesized) -> None:
     assets = json.loads((Path(cpu.outdir) / "Inference.assets.json").read_text())
-    (image,) = assets["dockerImages"].values()
+    (image,) = [i for i in assets["dockerImages"].values() if i["displayName"] == "llama model server (CPU)"]
     assert image["source"].get("dockerBuildArgs", {}) == {}
     assert image["source"]["platform"] == "linux/amd64"
     template = cpu.template("Inference")
