@@ -481,6 +481,8 @@ class Engine:
                 continue
             self._place(slots)
             rows, blocks = self._plan(slots)
+            if rows or blocks:
+                metrics.STEP_TOKENS.observe(sum(n for _, n in rows) + sum(n for _, n in blocks))
             # Rows computed row by row (generated tokens, last partial prompt blocks), then whole prompt
             # blocks in a decode of their own (see kvcache: the same kernel for a row whatever runs
             # next to it). Each decode's logits are sampled before the next decode overwrites them.

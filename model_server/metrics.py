@@ -49,6 +49,13 @@ KV_CACHE_USAGE = Gauge(
     registry=REGISTRY,
 )
 
+STEP_TOKENS = Histogram(
+    "model_server_step_tokens",
+    "Tokens per engine step: one per generating sequence plus prompt tokens (at most "
+    "MODEL_SERVER_PREFILL_CHUNK while sequences are generating, else MODEL_SERVER_N_BATCH).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192),
+    registry=REGISTRY,
+)
 PREFIX_HITS = Counter(
     "model_server_prefix_cache_hits",
     "Requests whose prompt reused KV cells of a running or finished sequence (at least one token).",
