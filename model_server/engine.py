@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp
+import numpy as np
 
 from model_server import logs, metrics
 from model_server.kvcache import BLOCK, CacheStats, KvCache, KvSeq
@@ -600,8 +601,16 @@ class Engine:
         now = time.perf_counter()
         for slot, _ in part:
             if slot.batch_index is not None:
-                tok = llama_cpp.llama_sampler_sample(slot.sampler, self.ctx, slot.batch_index)
-                self._on_token(slot, tok, now)
+                self._on_token(slot, self._sample(slot, slot.batch_index), now)
+
+    def _sample(self, slot: _Slot, index: int) -> int:
+        """The next token from the logits of batch row `index`. Plain greedy (no penalties) is an argmax
+        over the logits, first maximum as llama.cpp's greedy sampler, without building its 49k-entry
+        candidate list (a tenth of the time)."""
+        if slot.req.sampling.plain_greedy:
+            logits = llama_cpp.llama_get_logits_ith(self.ctx, index)
+            return int(np.ctypeslib.as_array(logits, shape=(self.n_vocab,)).argmax())
+        return int(llama_cpp.llama_sampler_sample(slot.sampler, self.ctx, index))
 
     def _update_kv_usage(self) -> None:
         """llamacpp:kv_cache_usage_ratio (cells holding tokens, running and cached, over all cells) and the
