@@ -135,6 +135,7 @@ def run_level(url: str, workload: Workload, concurrency: int, per_client: int, d
         "mean_tokens": statistics.mean(r.tokens for r in ok) if ok else 0,
         "load_avg_1m": load,
         "first_error": next((r.error for r in results if not r.ok), ""),
+        "ttfts_ms": [round(r.ttft * 1000) for r in ok],  # in completion order
     }
 
 

@@ -141,7 +141,7 @@ def serve(settings: Settings) -> int:
         flash_attn=settings.flash_attn,
         prefix_cache=settings.prefix_cache,
         cache_seqs=settings.prefix_cache_seqs,
-        prefill_chunk=settings.prefill_chunk,
+        prefill_chunk=settings.resolved_prefill_chunk(),
     )
     app = create_app(settings, engine)
     engine.start()

