@@ -42,7 +42,9 @@ REQUESTS_DEFERRED = Gauge(
 )
 PROMPT_TOKENS = Counter("llamacpp:prompt_tokens", "Prompt tokens processed.", registry=REGISTRY)
 PREDICTED_TOKENS = Counter("llamacpp:tokens_predicted", "Generated tokens.", registry=REGISTRY)
-DECODE_STEPS = Counter("llamacpp:n_decode", "llama_decode calls (batched steps).", registry=REGISTRY)
+DECODE_STEPS = Counter(
+    "llamacpp:n_decode", "llama_decode calls (one or two per engine step).", registry=REGISTRY
+)
 KV_CACHE_USAGE = Gauge(
     "llamacpp:kv_cache_usage_ratio",
     "KV cache cells holding tokens (running and cached sequences) over all cells, 0..1.",
