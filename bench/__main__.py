@@ -101,7 +101,9 @@ def run_level(url: str, workload: Workload, concurrency: int, per_client: int, d
     stop_at = time.monotonic() + deadline_s
 
     def client_loop(i: int) -> None:
-        with httpx.Client(timeout=600) as client:
+        # A new connection per request: llama-server (cpp-httplib) closes a kept-alive connection after 5
+        # requests, and a request sent on it at that moment fails (httpx does not retry a POST).
+        with httpx.Client(timeout=600, limits=httpx.Limits(max_keepalive_connections=0)) as client:
             for j in range(per_client):
                 if time.monotonic() > stop_at:
                     return
