@@ -1,13 +1,17 @@
-"""`python -m bench`: streaming load against three servers on the same GGUF, threads and context.
+"""`python -m bench`: streaming load on three servers side by side (same GGUF, threads and context).
 
 Targets (each started as a subprocess on 127.0.0.1 and stopped afterwards):
-  ours         python -m model_server serve (continuous batching, one slot per client)
+  ours         python -m model_server serve (continuous batching, prefix reuse, one slot per client)
   llama_cpp    python -m llama_cpp.server --interrupt_requests false (llama-cpp-python's bundled server)
   llama_server llama.cpp's llama-server built by bench/build_llama_server.sh (-np = max concurrency)
 
-Each client sends `--requests` sequential streaming /v1/completions requests (temperature 0, max_tokens 128,
-distinct prompts). Output tokens are counted as content chunks (every server streams one token per chunk).
-Every loop is bounded by count and by `--deadline-s`. Results go to stdout as a markdown table and JSON.
+Workloads (bench/workloads.py): `short` (short story prompts, 128 tokens out, /v1/completions) and `shared`
+(one ~750-token system prompt for everyone + a distinct short question, 32 tokens out, chat). Every
+(target, workload, clients) level gets a freshly started server, so no level warms another's caches. Each
+client sends its requests one after the other (temperature 0, streaming); output tokens are counted as
+content chunks (every server streams one token per chunk). Every loop is bounded by count and by
+`--deadline-s`. Results: one JSON line per level, then markdown tables, ratios and issue 13's targets; the
+load average at the start of each level is printed with it.
 
 `--scenario overload` measures ours saturated instead: 429 latency and /healthz latency under heavy
 prompts (bench/overload.py).
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import socket
@@ -30,19 +35,10 @@ from pathlib import Path
 
 import httpx
 
+from bench.workloads import WORKLOADS, Workload
+
 REPO = Path(__file__).resolve().parents[1]
-# Story openings: SmolLM2 continues them for well over 128 tokens (an instruction-style completion prompt
-# often ends at once with EOS, which would measure nothing).
-PROMPTS = [
-    "Once upon a time, in a small village by the sea, there lived",
-    "Chapter 1. The old lighthouse keeper",
-    "The robot looked at the blank canvas and",
-    "It was the coldest winter anyone could remember, and",
-    "The history of the city begins with",
-    "Dear diary, today something strange happened:",
-    "The expedition left the camp at dawn. The first day",
-    "In the year 2150, the first colony on Mars",
-]
+TARGETS = ("ours", "llama_cpp", "llama_server")
 
 
 def free_port() -> int:
@@ -61,22 +57,20 @@ class Result:
     error: str = ""
 
 
-def one_request(client: httpx.Client, url: str, prompt: str, max_tokens: int, model: str) -> Result:
-    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True}
+def one_request(client: httpx.Client, url: str, workload: Workload, body: dict) -> Result:
+    """One streaming request; TTFT and ITL are measured on content chunks as the client receives them."""
     t0 = time.perf_counter()
     last = None
     res = Result(ok=False)
     try:
-        with client.stream("POST", f"{url}/v1/completions", json=body) as r:
+        with client.stream("POST", f"{url}{workload.path}", json=body) as r:
             if r.status_code != 200:
                 res.error = f"HTTP {r.status_code}"
                 return res
             for line in r.iter_lines():
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
-                chunk = json.loads(line[6:])
-                choices = chunk.get("choices") or []
-                if not choices or not choices[0].get("text"):
+                if not workload.text(json.loads(line[6:])):
                     continue
                 now = time.perf_counter()
                 if last is None:
@@ -94,23 +88,30 @@ def one_request(client: httpx.Client, url: str, prompt: str, max_tokens: int, mo
     return res
 
 
-def run_level(
-    url: str, concurrency: int, requests: int, max_tokens: int, model: str, deadline_s: float
-) -> dict:
+def pct(xs: list[float], p: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
+
+
+def run_level(url: str, workload: Workload, concurrency: int, per_client: int, deadline_s: float) -> dict:
     results: list[Result] = []
     lock = threading.Lock()
     stop_at = time.monotonic() + deadline_s
 
     def client_loop(i: int) -> None:
-        with httpx.Client(timeout=300) as client:
-            for j in range(requests):
+        # A new connection per request: llama-server (cpp-httplib) closes a kept-alive connection after 5
+        # requests, and a request sent on it at that moment fails (httpx does not retry a POST).
+        with httpx.Client(timeout=600, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+            for j in range(per_client):
                 if time.monotonic() > stop_at:
                     return
-                prompt = f"Story {i}.{j}. {PROMPTS[(i + j) % len(PROMPTS)]}"
-                r = one_request(client, url, prompt, max_tokens, model)
+                r = one_request(client, url, workload, workload.body(i, j, "m"))
                 with lock:
                     results.append(r)
 
+    load = os.getloadavg()[0]
     t0 = time.perf_counter()
     threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(concurrency)]
     for t in threads:
@@ -119,15 +120,10 @@ def run_level(
         t.join()
     wall = time.perf_counter() - t0
     ok = [r for r in results if r.ok]
-    ttfts = sorted(r.ttft for r in ok)
-    itls = sorted(x for r in ok for x in r.itl)
-
-    def pct(xs: list[float], p: float) -> float:
-        if not xs:
-            return float("nan")
-        return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
-
+    ttfts = [r.ttft for r in ok]
+    itls = [x for r in ok for x in r.itl]
     return {
+        "workload": workload.name,
         "concurrency": concurrency,
         "requests": len(results),
         "errors": len(results) - len(ok),
@@ -139,7 +135,9 @@ def run_level(
         "itl_p50_ms": pct(itls, 50) * 1000,
         "itl_p99_ms": pct(itls, 99) * 1000,
         "mean_tokens": statistics.mean(r.tokens for r in ok) if ok else 0,
+        "load_avg_1m": load,
         "first_error": next((r.error for r in results if not r.ok), ""),
+        "ttfts_ms": [round(r.ttft * 1000) for r in ok],  # in completion order
     }
 
 
@@ -192,6 +190,145 @@ def start_target(name: str, model: Path, port: int, threads: int, n_ctx: int, sl
     raise SystemExit(f"{name} not ready in 180 s: see {log}")
 
 
+def stop_target(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def measure(args: argparse.Namespace, model: Path) -> list[dict]:
+    """Every (workload, clients, target) level on a fresh server; targets side by side per level."""
+    levels = [int(x) for x in args.concurrency.split(",")]
+    slots = max(levels)
+    rows: list[dict] = []
+    for wname in args.workloads.split(","):
+        workload = WORKLOADS[wname]
+        for c in levels:
+            per_client = max(args.requests, -(-args.min_level_requests // c))
+            for target in args.targets.split(","):
+                log = args.out.parent / f"{target}-{wname}-{c}.log"
+                proc, url = start_target(target, model, free_port(), args.threads, args.n_ctx, slots, log)
+                try:
+                    warm = {
+                        "model": "m",
+                        "prompt": "warm up",
+                        "max_tokens": 8,
+                        "temperature": 0,
+                        "stream": True,
+                    }
+                    with httpx.Client(timeout=120) as client:  # not measured
+                        one_request(client, url, WORKLOADS["short"], warm)
+                    row = {"target": target, **run_level(url, workload, c, per_client, args.deadline_s)}
+                finally:
+                    stop_target(proc)
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    return rows
+
+
+def _f(x: float, digits: int = 0) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{digits}f}"
+
+
+def table(rows: list[dict]) -> str:
+    lines: list[str] = []
+    for wname in dict.fromkeys(r["workload"] for r in rows):
+        lines += [
+            f"### {wname}: {WORKLOADS[wname].description}",
+            "",
+            "| server | clients | requests | out tok/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms "
+            "| errors | load 1m |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in (r for r in rows if r["workload"] == wname):
+            lines.append(
+                f"| {r['target']} | {r['concurrency']} | {r['requests']} | {_f(r['out_tok_per_s'], 1)} | "
+                f"{_f(r['ttft_p50_ms'])} | {_f(r['ttft_p99_ms'])} | {_f(r['itl_p50_ms'], 1)} | "
+                f"{_f(r['itl_p99_ms'], 1)} | {r['errors']} | {r['load_avg_1m']:.1f} |"
+            )
+        lines.append("")
+    lines += ratios(rows)
+    return "\n".join(lines)
+
+
+def _find(rows: list[dict], target: str, workload: str, clients: int) -> dict | None:
+    return next(
+        (
+            r
+            for r in rows
+            if r["target"] == target and r["workload"] == workload and r["concurrency"] == clients
+        ),
+        None,
+    )
+
+
+def _ratio(a: float | None, b: float | None) -> float:
+    if a is None or b is None or not b or math.isnan(a) or math.isnan(b):
+        return float("nan")
+    return a / b
+
+
+def ratios(rows: list[dict]) -> list[str]:
+    """ours / other for every level both ran: tok/s (higher is better), TTFT and ITL (lower is better)."""
+    lines = [
+        "### Ratios: ours / other (out tok/s: higher is better; TTFT, ITL: lower is better)",
+        "",
+        "| workload | clients | vs | out tok/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in (r for r in rows if r["target"] == "ours"):
+        for other in ("llama_server", "llama_cpp"):
+            o = _find(rows, other, r["workload"], r["concurrency"])
+            if o is None:
+                continue
+            cells = [
+                _ratio(r[k], o[k])
+                for k in ("out_tok_per_s", "ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms")
+            ]
+            lines.append(
+                f"| {r['workload']} | {r['concurrency']} | {other} | "
+                + " | ".join(f"{_f(x, 2)}x" for x in cells)
+                + " |"
+            )
+    lines += ["", *targets(rows)]
+    return lines
+
+
+# Issue 13's targets: (workload, clients, other, metric, comparison, bound).
+TARGET_CHECKS = [
+    ("shared", 8, "llama_server", "out_tok_per_s", ">=", 1.5),
+    ("shared", 8, "llama_server", "ttft_p50_ms", "<=", 0.5),
+    ("short", 8, "llama_server", "out_tok_per_s", ">=", 1.0),
+    ("short", 8, "llama_server", "ttft_p50_ms", "<=", 1.0),
+    ("short", 8, "llama_cpp", "out_tok_per_s", ">=", 2.0),
+    ("short", 1, "llama_server", "ttft_p50_ms", "<=", 1.05),
+    ("short", 1, "llama_server", "itl_p50_ms", "<=", 1.05),
+]
+
+
+def targets(rows: list[dict]) -> list[str]:
+    lines = [
+        "### Issue 13's targets in this run",
+        "",
+        "| workload | clients | metric | ours / other | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for workload, clients, other, metric, op, bound in TARGET_CHECKS:
+        ours, theirs = _find(rows, "ours", workload, clients), _find(rows, other, workload, clients)
+        if ours is None or theirs is None:
+            continue
+        x = _ratio(ours[metric], theirs[metric])
+        met = (x >= bound if op == ">=" else x <= bound) if not math.isnan(x) else False
+        lines.append(
+            f"| {workload} | {clients} | {metric} vs {other} | {_f(x, 2)}x | {op} {bound}x | "
+            f"{'yes' if met else 'NO'} |"
+        )
+    return lines
+
+
 def main() -> int:
     if sys.argv[1:2] == ["chat-ui"]:  # `python -m bench chat-ui`: the chat UI's overhead (bench/chat_ui.py)
         from bench.chat_ui import main as chat_ui_main
@@ -200,25 +337,25 @@ def main() -> int:
     from model_server.settings import embedded_model_path
 
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    p.add_argument("--targets", default="ours,llama_cpp,llama_server")
-    p.add_argument("--concurrency", default="1,4,8,16")
-    p.add_argument("--requests", type=int, default=1, help="sequential requests per client per level")
-    p.add_argument("--min-level-requests", type=int, default=4, help="at least this many requests per level")
-    p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--targets", default=",".join(TARGETS))
+    p.add_argument("--workloads", default="short,shared", help=f"from {', '.join(WORKLOADS)}")
+    p.add_argument("--concurrency", default="1,8", help="client counts (levels)")
+    p.add_argument("--requests", type=int, default=4, help="sequential requests per client per level")
+    p.add_argument("--min-level-requests", type=int, default=8, help="at least this many requests per level")
+    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--n-ctx", type=int, default=2048, help="context per sequence")
     p.add_argument("--model", type=Path, default=None)
-    p.add_argument("--deadline-s", type=float, default=300, help="per level: no new request after this")
+    p.add_argument("--deadline-s", type=float, default=180, help="per level: no new request after this")
     p.add_argument("--out", type=Path, default=REPO / "bench/.build/results.json")
     p.add_argument("--scenario", choices=("throughput", "overload"), default="throughput")
     p.add_argument("--overload-requests", type=int, default=200, help="overload: requests per measurement")
     p.add_argument("--overload-clients", type=int, default=16, help="overload: concurrent clients")
     args = p.parse_args()
     model = args.model or embedded_model_path()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.scenario == "overload":
         from bench import overload
 
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         log = args.out.parent / "overload.log"
         port = free_port()
         rows = overload.main(
@@ -233,58 +370,17 @@ def main() -> int:
         )
         args.out.with_name("overload.json").write_text(json.dumps(rows, indent=2))
         return 0
-    levels = [int(x) for x in args.concurrency.split(",")]
-    slots = max(levels)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    all_rows: dict[str, list[dict]] = {}
-    for target in args.targets.split(","):
-        port = free_port()
-        proc, url = start_target(
-            target, model, port, args.threads, args.n_ctx, slots, args.out.parent / f"{target}.log"
-        )
-        try:
-            one_request(httpx.Client(timeout=120), url, "warm up", 8, "m")  # not measured
-            rows = []
-            for c in levels:
-                per_client = max(args.requests, -(-args.min_level_requests // c))
-                row = run_level(url, c, per_client, args.max_tokens, "m", args.deadline_s)
-                print(json.dumps({"target": target, **row}), flush=True)
-                rows.append(row)
-            all_rows[target] = rows
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    args.out.write_text(json.dumps(all_rows, indent=2))
-    print(table(all_rows))
+    for w in args.workloads.split(","):
+        if w not in WORKLOADS:
+            raise SystemExit(f"--workloads: unknown workload {w!r}; choose from {', '.join(WORKLOADS)}")
+    t0 = time.monotonic()
+    rows = measure(args, model)
+    args.out.write_text(
+        json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2)
+    )
+    print(table(rows))
+    print(f"\n{len(rows)} levels in {time.monotonic() - t0:.0f} s; JSON: {args.out}")
     return 0
-
-
-def table(all_rows: dict[str, list[dict]]) -> str:
-    lines = [
-        "| server | clients | req/s | out tok/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms "
-        "| errors |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for target, rows in all_rows.items():
-        for r in rows:
-            lines.append(
-                f"| {target} | {r['concurrency']} | {r['req_per_s']:.2f} | {r['out_tok_per_s']:.1f} | "
-                f"{r['ttft_p50_ms']:.0f} | {r['ttft_p99_ms']:.0f} | {r['itl_p50_ms']:.1f} | "
-                f"{r['itl_p99_ms']:.1f} | {r['errors']}/{r['requests']} |"
-            )
-    if "ours" in all_rows:
-        lines += ["", "| clients | ours / llama_cpp (tok/s) | ours / llama_server (tok/s) |", "|---|---|---|"]
-        for i, r in enumerate(all_rows["ours"]):
-            ratios = []
-            for other in ("llama_cpp", "llama_server"):
-                rows = all_rows.get(other)
-                base = rows[i]["out_tok_per_s"] if rows else 0
-                ratios.append(f"{r['out_tok_per_s'] / base:.2f}x" if base else "n/a")
-            lines.append(f"| {r['concurrency']} | {ratios[0]} | {ratios[1]} |")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

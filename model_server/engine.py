@@ -2,10 +2,16 @@
 
 One engine thread owns the llama.cpp model, context and batch (none of them is thread-safe). Requests are
 queued from the asyncio side; between two `llama_decode` steps the engine admits waiting requests into free
-slots. Each slot is one KV-cache sequence (`seq_id` = slot index, per-sequence KV streams so a sequence's
-numerics do not depend on its neighbours), decoded together with the others in one batch per step: one
-token per generating slot plus prompt chunks of newly admitted slots, up to `n_batch` tokens. A finished or
-cancelled sequence is removed from the KV cache at once and its slot is reused.
+slots. Each slot owns one KV-cache sequence (per-sequence KV streams so a sequence's numerics do not
+depend on its neighbours, `model_server.kvcache`), decoded together with the others in one batch per step:
+one token per generating slot plus prompt chunks of slots still reading their prompt. While any slot is
+generating, prompt chunks are capped at `prefill_chunk` tokens per step (chunked prefill), so a long prompt
+delays the running streams' next token by one short step at a time, not by the whole prompt.
+
+Prefix reuse: a new request's prompt starts from the longest prefix that some sequence already holds (a
+running one, or a recently finished one kept as a cache entry), in place or copied (`kvcache.KvCache`);
+requests arriving together with the same long prefix compute it once. A cancelled sequence is freed at
+once; a finished one stays cached until its sequence is needed.
 
 Admission is two-phase so that a refusal costs nothing: `reserve()` takes a place (or raises Overloaded /
 Draining at once) before the caller spends CPU on the prompt, then `Reservation.submit()` queues the
@@ -30,8 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp
+import numpy as np
 
 from model_server import logs, metrics
+from model_server.kvcache import BLOCK, CacheStats, KvCache, KvSeq
 from model_server.sampling import SamplingParams, build_sampler
 
 log = logging.getLogger("model_server.engine")
@@ -103,12 +111,15 @@ class Health:
 
 
 class _Slot:
-    """Engine-thread state of one active sequence."""
+    """Engine-thread state of one active request and the KV-cache sequence it owns."""
 
-    def __init__(self, seq_id: int, req: GenRequest, sampler: Any) -> None:
-        self.seq_id = seq_id
+    def __init__(self, kv: KvSeq, req: GenRequest, order: int) -> None:
+        self.kv = kv
+        self.seq_id = kv.seq_id
         self.req = req
-        self.sampler = sampler
+        self.order = order  # admission order: earlier requests are placed and prefilled first
+        self.sampler: Any = None  # built when the slot is placed
+        self.placed = False  # False while it waits for an earlier request's prefix (kvcache.place)
         self.n_past = 0  # tokens already in the KV cache
         self.n_prompt_done = 0
         self.next_token: int | None = None  # sampled, not yet fed back
@@ -125,6 +136,19 @@ class _Slot:
         return self.n_prompt_done < len(self.req.prompt_tokens)
 
 
+class _LlamaKvOps:
+    """`kvcache.KvOps` on a llama.cpp memory: a sequence copy is a stream copy done at the next decode."""
+
+    def __init__(self, memory: Any) -> None:
+        self.memory = memory
+
+    def copy(self, src: int, dst: int) -> None:
+        llama_cpp.llama_memory_seq_cp(self.memory, src, dst, -1, -1)
+
+    def truncate(self, seq_id: int, n: int) -> None:
+        llama_cpp.llama_memory_seq_rm(self.memory, seq_id, n, -1)
+
+
 class Engine:
     """Owns llama.cpp. `submit()` from the event loop; everything else runs on the engine thread."""
 
@@ -139,10 +163,17 @@ class Engine:
         max_concurrency: int,
         max_queue: int,
         flash_attn: str = "auto",
+        prefix_cache: bool = True,
+        cache_seqs: int = 0,
+        prefill_chunk: int = 256,
     ) -> None:
+        """`prefix_cache`: reuse KV of running and finished sequences; `cache_seqs`: extra KV sequences
+        that only keep finished requests' tokens for reuse (n_ctx cells each); `prefill_chunk`: most prompt
+        tokens per step while other sequences are generating."""
         self.model_path = model_path
         self.max_concurrency = max_concurrency
         self.max_queue = max_queue
+        self.prefill_chunk = prefill_chunk
         self._lock = threading.Condition()
         self._pending: deque[GenRequest] = deque()
         self._inflight = 0  # accepted and not finished (queued + active)
@@ -162,11 +193,13 @@ class Engine:
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
 
         cparams = llama_cpp.llama_context_default_params()
-        # Per-sequence KV streams: each slot gets n_ctx cells of its own, and its attention never sees
+        # Per-sequence KV streams: each sequence gets n_ctx cells of its own, and its attention never sees
         # (or sums over) the other sequences' cells, so greedy output does not depend on the batch.
+        # Recurrent and hybrid models keep a state, not per-token cells: their prefixes cannot be cut.
+        n_seqs = max_concurrency + cache_seqs
         cparams.kv_unified = False
-        cparams.n_seq_max = max_concurrency
-        cparams.n_ctx = n_ctx * max_concurrency
+        cparams.n_seq_max = n_seqs
+        cparams.n_ctx = n_ctx * n_seqs
         cparams.n_batch = n_batch
         cparams.n_ubatch = n_batch
         cparams.n_threads = n_threads
@@ -190,8 +223,16 @@ class Engine:
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
         self.bos_text = self.token_text(self.bos_id) if self.bos_id >= 0 else ""
         self.eos_text = self.token_text(self.eos_id) if self.eos_id >= 0 else ""
-        self._free_seq_ids = list(range(max_concurrency))
-        self._slots: dict[int, _Slot] = {}
+        reuse = prefix_cache and not (
+            llama_cpp.llama_model_is_recurrent(self.model) or llama_cpp.llama_model_is_hybrid(self.model)
+        )
+        # Whole prompt blocks need micro-batches of at least BLOCK rows; below that every row is computed
+        # row by row and any prefix is exact.
+        block = BLOCK if self.n_batch >= BLOCK else 1
+        self.kv = KvCache(n_seqs, self.n_ctx_seq, _LlamaKvOps(self.memory), reuse=reuse, block=block)
+        self._stats_seen = CacheStats()  # kv.stats already counted in the metrics
+        self._slots: dict[int, _Slot] = {}  # by seq_id
+        self._admitted = 0  # admission counter (_Slot.order)
         log.info(
             "model loaded",
             extra={
@@ -199,6 +240,9 @@ class Engine:
                 "n_ctx_seq": self.n_ctx_seq,
                 "n_batch": self.n_batch,
                 "slots": max_concurrency,
+                "kv_sequences": n_seqs,
+                "prefix_cache": reuse,
+                "prefill_chunk": prefill_chunk,
                 "n_threads": n_threads,
                 "n_gpu_layers": n_gpu_layers,
             },
@@ -372,15 +416,16 @@ class Engine:
             metrics.REQUESTS_PROCESSING.set(0)
 
     def _admit(self) -> None:
-        """Move queued requests into free slots (engine thread, lock held)."""
-        while self._pending and self._free_seq_ids:
+        """Move queued requests into free slots, each with a KV-cache sequence (engine thread, lock held)."""
+        while self._pending and len(self._slots) < self.max_concurrency:
             req = self._pending.popleft()
             if req.cancelled.is_set():
                 self._finish_unslotted(req)
                 continue
-            seq_id = self._free_seq_ids.pop(0)
-            slot = _Slot(seq_id, req, build_sampler(req.sampling, self.n_vocab, req.prompt_tokens))
-            self._slots[seq_id] = slot
+            kv = self.kv.acquire(req.prompt_tokens)
+            self._admitted += 1
+            slot = _Slot(kv, req, self._admitted)
+            self._slots[kv.seq_id] = slot
             if req.record_metrics:
                 metrics.QUEUE_TIME.observe(slot.t_started - req.t_enqueued)
         metrics.REQUESTS_DEFERRED.set(len(self._pending))
@@ -427,7 +472,7 @@ class Engine:
                     for req in self._pending:
                         req.cancel(DRAIN_TIMEOUT)
                 self._admit()
-                slots = list(self._slots.values())
+                slots = sorted(self._slots.values(), key=lambda s: s.order)
 
             for slot in slots:
                 if slot.req.cancelled.is_set():
@@ -435,68 +480,143 @@ class Engine:
             slots = [s for s in slots if s.seq_id in self._slots]
             if not slots:
                 continue
-            n, n_prompt_tokens = self._build_batch(slots)
-            if n == 0:
-                continue
-            self.batch.n_tokens = n
-            rc = llama_cpp.llama_decode(self.ctx, self.batch)
-            metrics.DECODE_STEPS.inc()
-            if rc != 0:
-                # 1 = no KV slot for the batch, 2 = aborted, <0 = error: fail the sequences of this step.
-                log.error("llama_decode failed", extra={"rc": rc, "n_tokens": n})
-                for slot in slots:
-                    self._release(slot, None, error=f"decode failed (rc={rc})")
-                continue
-            if n_prompt_tokens:
-                metrics.PROMPT_TOKENS.inc(n_prompt_tokens)
-            self._sample(slots)
+            self._place(slots)
+            rows, blocks = self._plan(slots)
+            if rows or blocks:
+                metrics.STEP_TOKENS.observe(sum(n for _, n in rows) + sum(n for _, n in blocks))
+            # Rows computed row by row (generated tokens, last partial prompt blocks), then whole prompt
+            # blocks in a decode of their own (see kvcache: the same kernel for a row whatever runs
+            # next to it). Each decode's logits are sampled before the next decode overwrites them.
+            for part in (rows, blocks):
+                for chunk in self._split(part):
+                    self._decode(chunk)
             self._update_kv_usage()
 
-    def _build_batch(self, slots: list[_Slot]) -> tuple[int, int]:
-        """Fill the batch: one token per generating slot first, then prompt chunks up to n_batch.
-
-        Returns (tokens in the batch, prompt tokens counted in the metrics)."""
-        n = 0
+    def _place(self, slots: list[_Slot]) -> None:
+        """Give newly admitted requests their reusable prefix, in admission order, before anything of this
+        step is added to the batch (a sequence copy is taken when the next decode starts). A request
+        whose prefix an earlier one is still computing waits for it."""
+        ahead: list[list[int]] = []  # prompts that earlier requests are still computing
         for slot in slots:
+            if not slot.placed:
+                placement = self.kv.place(slot.kv, slot.req.prompt_tokens, ahead)
+                if placement is not None:
+                    slot.placed = True
+                    slot.n_past = slot.n_prompt_done = placement.n_reused
+                    req = slot.req
+                    slot.sampler = build_sampler(req.sampling, self.n_vocab, req.prompt_tokens)
+                    if placement.n_reused and req.record_metrics:
+                        metrics.PREFIX_HITS.inc()
+                        metrics.PREFIX_REUSED_TOKENS.inc(placement.n_reused)
+            if not slot.placed or slot.prefilling:
+                ahead.append(slot.req.prompt_tokens)
+        stats, seen = self.kv.stats, self._stats_seen
+        metrics.PREFIX_COPIES.inc(stats.copies - seen.copies)
+        metrics.PREFIX_EVICTIONS.inc(stats.evictions - seen.evictions)
+        seen.copies, seen.evictions = stats.copies, stats.evictions
+
+    def _plan(self, slots: list[_Slot]) -> tuple[list[tuple[_Slot, int]], list[tuple[_Slot, int]]]:
+        """This step's work: (slot, tokens) for the row-by-row decode (one token per generating slot, and
+        the last partial block of prompts, which are cheap and give their request its first token) and
+        for the block decode (whole prompt blocks in admission order). Prompt tokens are capped at n_batch,
+        and at `prefill_chunk` while any slot is generating (chunked prefill). Each list is in sequence-id
+        order: llama.cpp splits a batch of per-sequence streams into micro-batches of consecutive
+        sequence ids, so this order keeps a decode in as few of them as possible."""
+        block = self.kv.block
+        rows = [(s, 1) for s in slots if s.next_token is not None]
+        budget = min(self.n_batch, max(block, self.prefill_chunk)) if rows else self.n_batch
+        prefilling = [s for s in slots if s.placed and s.prefilling]
+        for slot in prefilling:
+            left = len(slot.req.prompt_tokens) - slot.n_prompt_done
+            if left < block and left <= budget:
+                rows.append((slot, left))
+                budget -= left
+        blocks = []
+        for slot in prefilling:
+            left = len(slot.req.prompt_tokens) - slot.n_prompt_done
+            take = min(left - left % block, budget - budget % block)
+            if take > 0:
+                blocks.append((slot, take))
+                budget -= take
+        rows.sort(key=lambda st: st[0].seq_id)
+        blocks.sort(key=lambda st: st[0].seq_id)
+        return rows, blocks
+
+    def _split(self, part: list[tuple[_Slot, int]]) -> list[list[tuple[_Slot, int]]]:
+        """`part` in decodes of at most n_batch tokens (more generating slots than n_batch, or blocks)."""
+        out: list[list[tuple[_Slot, int]]] = []
+        n = self.n_batch
+        for item in part:
+            if n + item[1] > self.n_batch:
+                out.append([])
+                n = 0
+            out[-1].append(item)
+            n += item[1]
+        return out
+
+    def _decode(self, part: list[tuple[_Slot, int]]) -> None:
+        """One llama_decode of `part` ((slot, tokens) pairs, at most n_batch tokens), then sample every
+        slot whose logits it produced. A failed decode fails the requests in it."""
+        if not part:
+            return
+        n = n_prompt_tokens = 0
+        for slot, take in part:
             slot.batch_index = None
             if slot.next_token is not None:
                 self._batch_add(n, slot.next_token, slot.n_past, slot.seq_id, True)
+                slot.kv.tokens.append(slot.next_token)
+                if self.kv.block == 1 and slot.kv.exact == slot.n_past:
+                    slot.kv.exact += 1  # every row is computed row by row: generated ones are exact too
                 slot.batch_index = n
                 slot.n_past += 1
                 slot.next_token = None
                 n += 1
-        n_prompt_tokens = 0
-        for slot in slots:
-            if not slot.prefilling or n >= self.n_batch:
                 continue
             prompt = slot.req.prompt_tokens
-            take = min(len(prompt) - slot.n_prompt_done, self.n_batch - n)
-            for i in range(take):
-                pos = slot.n_prompt_done + i
-                last = pos == len(prompt) - 1
-                self._batch_add(n, prompt[pos], pos, slot.seq_id, last)
-                if last:
-                    slot.batch_index = n
+            start = slot.n_prompt_done
+            for pos in range(start, start + take):
+                self._batch_add(n, prompt[pos], pos, slot.seq_id, pos == len(prompt) - 1)
                 n += 1
+            kv = slot.kv
+            kv.tokens.extend(prompt[start : start + take])
+            if take % self.kv.block == 0 and kv.exact == start:
+                kv.exact = start + take  # whole blocks from position 0: reusable (kvcache)
+            if start + take == len(prompt):
+                slot.batch_index = n - 1
             slot.n_prompt_done += take
             slot.n_past += take
             if slot.req.record_metrics:
                 n_prompt_tokens += take
-        return n, n_prompt_tokens
-
-    def _sample(self, slots: list[_Slot]) -> None:
-        """Sample the next token of every slot whose logits the last decode produced."""
+        self.batch.n_tokens = n
+        rc = llama_cpp.llama_decode(self.ctx, self.batch)
+        metrics.DECODE_STEPS.inc()
+        if rc != 0:
+            # 1 = no KV slot for the batch, 2 = aborted, <0 = error: fail the sequences of this decode.
+            log.error("llama_decode failed", extra={"rc": rc, "n_tokens": n})
+            for slot, _ in part:
+                self._release(slot, None, error=f"decode failed (rc={rc})")
+            return
+        if n_prompt_tokens:
+            metrics.PROMPT_TOKENS.inc(n_prompt_tokens)
         now = time.perf_counter()
-        for slot in slots:
-            if slot.batch_index is None:
-                continue
-            tok = llama_cpp.llama_sampler_sample(slot.sampler, self.ctx, slot.batch_index)
-            self._on_token(slot, tok, now)
+        for slot, _ in part:
+            if slot.batch_index is not None:
+                self._on_token(slot, self._sample(slot, slot.batch_index), now)
+
+    def _sample(self, slot: _Slot, index: int) -> int:
+        """The next token from the logits of batch row `index`. Plain greedy (no penalties) is an argmax
+        over the logits, first maximum as llama.cpp's greedy sampler, without building its 49k-entry
+        candidate list (a tenth of the time)."""
+        if slot.req.sampling.plain_greedy:
+            logits = llama_cpp.llama_get_logits_ith(self.ctx, index)
+            return int(np.ctypeslib.as_array(logits, shape=(self.n_vocab,)).argmax())
+        return int(llama_cpp.llama_sampler_sample(slot.sampler, self.ctx, index))
 
     def _update_kv_usage(self) -> None:
-        """llamacpp:kv_cache_usage_ratio: KV cells holding tokens over all cells (every slot's context)."""
-        used = sum(slot.n_past for slot in list(self._slots.values()))
-        metrics.KV_CACHE_USAGE.set(used / (self.n_ctx_seq * self.max_concurrency))
+        """llamacpp:kv_cache_usage_ratio (cells holding tokens, running and cached, over all cells) and the
+        tokens of finished requests kept for reuse."""
+        metrics.KV_CACHE_USAGE.set(self.kv.used_tokens() / self.kv.capacity())
+        metrics.PREFIX_CACHED_TOKENS.set(self.kv.cached_tokens())
 
     def _batch_add(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
         b = self.batch
@@ -561,20 +681,21 @@ class Engine:
         return hold
 
     def _release(self, slot: _Slot, finish_reason: str | None, error: str | None = None) -> None:
-        """Free the slot and its KV cells, then tell the consumer (engine thread)."""
-        llama_cpp.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
-        llama_cpp.llama_sampler_free(slot.sampler)
+        """Free the slot, then tell the consumer (engine thread). A finished request's KV cells stay cached
+        for reuse (not the warm-up's); a cancelled or failed one's are freed now."""
+        keep = finish_reason in ("stop", "length") and slot.req.record_metrics
+        self.kv.release(slot.kv, keep=keep)
+        if slot.sampler is not None:
+            llama_cpp.llama_sampler_free(slot.sampler)
         with self._lock:
             self._slots.pop(slot.seq_id, None)
-            self._free_seq_ids.append(slot.seq_id)
-            self._free_seq_ids.sort()
             self._inflight -= 1
             metrics.REQUESTS_PROCESSING.set(len(self._slots))
+        self._update_kv_usage()
         req = slot.req
         if error is not None:
             req.emit(Event("error", message=error))
             return
-        self._update_kv_usage()
         if finish_reason == "cancelled":
             self._emit_cancelled(req, slot.n_generated)
             return

@@ -42,10 +42,45 @@ REQUESTS_DEFERRED = Gauge(
 )
 PROMPT_TOKENS = Counter("llamacpp:prompt_tokens", "Prompt tokens processed.", registry=REGISTRY)
 PREDICTED_TOKENS = Counter("llamacpp:tokens_predicted", "Generated tokens.", registry=REGISTRY)
-DECODE_STEPS = Counter("llamacpp:n_decode", "llama_decode calls (batched steps).", registry=REGISTRY)
+DECODE_STEPS = Counter(
+    "llamacpp:n_decode", "llama_decode calls (one or two per engine step).", registry=REGISTRY
+)
 KV_CACHE_USAGE = Gauge(
     "llamacpp:kv_cache_usage_ratio",
-    "KV cache cells holding tokens over all cells (every slot's context), 0..1.",
+    "KV cache cells holding tokens (running and cached sequences) over all cells, 0..1.",
+    registry=REGISTRY,
+)
+
+STEP_TOKENS = Histogram(
+    "model_server_step_tokens",
+    "Tokens per engine step: one per generating sequence plus prompt tokens (at most "
+    "MODEL_SERVER_PREFILL_CHUNK while sequences are generating, else MODEL_SERVER_N_BATCH).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192),
+    registry=REGISTRY,
+)
+PREFIX_HITS = Counter(
+    "model_server_prefix_cache_hits",
+    "Requests whose prompt reused KV cells of a running or finished sequence (at least one token).",
+    registry=REGISTRY,
+)
+PREFIX_REUSED_TOKENS = Counter(
+    "model_server_prefix_cache_reused_tokens",
+    "Prompt tokens taken from the KV cache instead of being computed.",
+    registry=REGISTRY,
+)
+PREFIX_COPIES = Counter(
+    "model_server_prefix_cache_copies",
+    "KV sequence copies: a prefix copied into a new request's sequence, or a cached entry moved.",
+    registry=REGISTRY,
+)
+PREFIX_EVICTIONS = Counter(
+    "model_server_prefix_cache_evictions",
+    "Cached entries (finished requests' KV) dropped because their sequence was needed.",
+    registry=REGISTRY,
+)
+PREFIX_CACHED_TOKENS = Gauge(
+    "model_server_prefix_cache_tokens",
+    "KV cells held by finished requests, kept for prefix reuse (dropped when their sequence is needed).",
     registry=REGISTRY,
 )
 

@@ -33,6 +33,11 @@ class SamplingParams:
     def has_penalties(self) -> bool:
         return self.repeat_penalty != 1.0 or self.frequency_penalty != 0.0 or self.presence_penalty != 0.0
 
+    @property
+    def plain_greedy(self) -> bool:
+        """Greedy without penalties: the next token is the logits' argmax, no sampler state involved."""
+        return self.temperature <= 0.0 and not self.has_penalties
+
 
 #: The defaults every layer uses (request schemas, /predict, warm-up).
 DEFAULTS = SamplingParams()

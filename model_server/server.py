@@ -139,6 +139,9 @@ def serve(settings: Settings) -> int:
         max_concurrency=settings.max_concurrency,
         max_queue=settings.max_queue,
         flash_attn=settings.flash_attn,
+        prefix_cache=settings.prefix_cache,
+        cache_seqs=settings.prefix_cache_seqs,
+        prefill_chunk=settings.resolved_prefill_chunk(),
     )
     app = create_app(settings, engine)
     engine.start()

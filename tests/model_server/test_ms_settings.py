@@ -51,6 +51,12 @@ def test_env_prefix_and_types(monkeypatch, tmp_path):
         ({"MODEL_SERVER_API_KEY": "a", "MODEL_SERVER_API_KEY_FILE": "/etc/hostname"}, "only one of"),
         ({"MODEL_SERVER_DEFAULT_MAX_TOKENS": "0"}, "default_max_tokens"),
         ({"MODEL_SERVER_FLASH_ATTN": "maybe"}, "flash_attn"),
+        ({"MODEL_SERVER_PREFILL_CHUNK": "32"}, "prefill_chunk"),
+        ({"MODEL_SERVER_PREFIX_CACHE": "sometimes"}, "prefix_cache"),
+        (
+            {"MODEL_SERVER_MAX_CONCURRENCY": "200", "MODEL_SERVER_PREFIX_CACHE_SEQS": "100"},
+            "MODEL_SERVER_MAX_CONCURRENCY + MODEL_SERVER_PREFIX_CACHE_SEQS = 300; llama.cpp holds at most",
+        ),
     ],
 )
 def test_invalid_values_fail_with_the_key(monkeypatch, env, fragment):
@@ -115,3 +121,16 @@ def test_port_in_use_is_one_clear_line_and_exit_2(tiny_gguf):
     assert len(lines) == 1, lines
     assert f"port {port} on 127.0.0.1 is already in use" in lines[0]
     assert f"PORT={port + 1} make serve" in lines[0] and "MODEL_SERVER_PORT" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("env", "chunk"),
+    [({}, 256), ({"MODEL_SERVER_N_GPU_LAYERS": "-1"}, 512), ({"MODEL_SERVER_PREFILL_CHUNK": "128"}, 128)],
+)
+def test_prefill_chunk_default_depends_on_the_accelerator(monkeypatch, env, chunk):
+    """Chunked prefill: small steps on a CPU; a GPU reads a whole batch of prompt in about a decode step."""
+    for key in ("MODEL_SERVER_N_GPU_LAYERS", "MODEL_SERVER_PREFILL_CHUNK", "MODEL_SERVER_N_BATCH"):
+        monkeypatch.delenv(key, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert Settings().resolved_prefill_chunk() == chunk
