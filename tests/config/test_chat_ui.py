@@ -16,8 +16,12 @@ CERT = "arn:aws:acm:us-west-2:111111111111:certificate/0f1e2d3c-4b5a-6978-8a9b-0
 PUBLIC = {"chatUi.exposure.scheme": "internet-facing", "chatUi.exposure.sourceRanges": "203.0.113.0/24"}
 
 
+#: Production refuses a cluster nobody can administer (tests/config/test_cluster.py): beside the point here.
+ADMIN = {"cluster.adminPrincipalArns": "arn:aws:iam::111111111111:role/platform-admin"}
+
+
 def load(env: str = "dev", **overrides: Any) -> AppConfig:
-    return load_config({**cdk_json_context(), "env": env, **overrides})
+    return load_config({**cdk_json_context(), "env": env, **(ADMIN if env == "prod" else {}), **overrides})
 
 
 def error(env: str = "dev", **overrides: Any) -> str:
