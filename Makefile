@@ -12,7 +12,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
 # Packages mypy checks (pydantic plugin; settings in pyproject.toml). Add a package here once it is clean.
-MYPY_PACKAGES := config charts stacks model_server
+MYPY_PACKAGES := config charts stacks model_server chat_ui
 
 # Stamps: a dependency set is reinstalled only when its requirement file changes.
 $(BIN)/python:
@@ -50,7 +50,7 @@ lint: $(VENV)/.stamp-cdk  ## ruff: lint and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-types: $(VENV)/.stamp-cdk  ## mypy on config, charts, stacks, model_server (MYPY_PACKAGES)
+types: $(DEPS)  ## mypy on config, charts, stacks, model_server, chat_ui (MYPY_PACKAGES)
 	$(BIN)/mypy $(MYPY_PACKAGES)
 
 check: lint types test  ## lint + types + every test: what CI runs (.ci/run)

@@ -330,6 +330,10 @@ def targets(rows: list[dict]) -> list[str]:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["chat-ui"]:  # `python -m bench chat-ui`: the chat UI's overhead (bench/chat_ui.py)
+        from bench.chat_ui import main as chat_ui_main
+
+        return chat_ui_main(sys.argv[2:])
     from model_server.settings import embedded_model_path
 
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])

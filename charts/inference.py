@@ -25,9 +25,10 @@ import cdk8s_plus_30 as kplus
 from cdk8s_plus_30 import k8s
 from constructs import Construct
 
+from charts.exposure import PORT_NAME, Exposure
 from config.base import CIDR_ALLOWED, is_ipv4_cidr
 from config.errors import ConfigError
-from config.inference import Accelerator, Autoscaler, InferenceConfig, Scheme
+from config.inference import Accelerator, Autoscaler, InferenceConfig
 from config.names import (
     GPU_NODEPOOL_NAME,
     GPU_RESOURCE,
@@ -42,7 +43,7 @@ from imports.sh import keda
 
 #: The server's port (model_server default; seed ch2/ch3).
 SERVER_PORT = 5000
-#: The Service's port (seed ch3: 80 -> 5000).
+#: The Service's port without TLS (seed ch3: 80 -> 5000); 443 with TLS (charts/exposure.py).
 SERVICE_PORT = 80
 #: Non-root user of the model server image (model_server/Dockerfile).
 RUN_AS_USER = 10001
@@ -59,8 +60,32 @@ DEFAULT_SERVICE_MONITOR_LABELS: Mapping[str, str] = MappingProxyType(SERVICE_MON
 #: Grafana sidecar's default dashboard label.
 DASHBOARD_LABEL = ("grafana_dashboard", "1")
 DASHBOARD_FILE = Path(__file__).parent / "dashboards" / "llama.json"
+#: The AWS Load Balancer Controller's webhook adds the NLB target-health readiness gate to pods created in
+#: namespaces with this label (once the Service's TargetGroupBinding exists).
+READINESS_GATE_INJECT_LABEL = ("elbv2.k8s.aws/pod-readiness-gate-inject", "enabled")
+#: Failed Prometheus queries in a row (one per polling interval) before KEDA's fallback holds the replicas.
+KEDA_FALLBACK_FAILURES = 3
+ZONE_KEY = "topology.kubernetes.io/zone"
+HOSTNAME_KEY = "kubernetes.io/hostname"
 
-_ANN = "service.beta.kubernetes.io/aws-load-balancer-"
+
+@dataclass(frozen=True)
+class Rollout:
+    """The Deployment's rolling update. Default: one extra pod at a time, none taken away before its
+    replacement is ready (needs capacity for one more GPU pod: Karpenter launches a node). Without spare
+    capacity (a GPU nodegroup without a free node) ``max_surge=0, max_unavailable=1`` replaces pods in
+    place."""
+
+    max_surge: int = 1
+    max_unavailable: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_surge < 0 or self.max_unavailable < 0 or self.max_surge + self.max_unavailable == 0:
+            raise ConfigError(
+                "inference.rollout",
+                {"maxSurge": self.max_surge, "maxUnavailable": self.max_unavailable},
+                "non-negative maxSurge and maxUnavailable, not both 0",
+            )
 
 
 @dataclass(frozen=True)
@@ -73,7 +98,8 @@ class InferenceChartProps:
     NodePool ``eks-gpu-np``; with ``gpuCapacity: nodegroup`` the stack passes the nodegroup's label);
     GPU pods also tolerate ``gpu_taint_key`` (``nvidia.com/gpu``, NoSchedule). ``cpu_node_selector``:
     node labels for the CPU variant (default none: any untainted node).
-    ``service_monitor_labels``: labels Prometheus selects ServiceMonitors by.
+    ``service_monitor_labels``: labels Prometheus selects ServiceMonitors by. ``rollout``: the rolling
+    update (default: surge one pod, take none away first).
     """
 
     config: InferenceConfig
@@ -83,6 +109,7 @@ class InferenceChartProps:
     gpu_taint_key: str = GPU_TAINT_KEY
     cpu_node_selector: Mapping[str, str] = field(default_factory=dict)
     service_monitor_labels: Mapping[str, str] = field(default_factory=lambda: DEFAULT_SERVICE_MONITOR_LABELS)
+    rollout: Rollout = field(default_factory=Rollout)
 
     def __post_init__(self) -> None:
         if not isinstance(self.config, InferenceConfig):
@@ -91,6 +118,8 @@ class InferenceChartProps:
             raise ConfigError("inference.image", self.image, "a container image URI")
         if not is_ipv4_cidr(self.vpc_cidr):
             raise ConfigError("network.vpcCidr", self.vpc_cidr, CIDR_ALLOWED)
+        if not isinstance(self.rollout, Rollout):
+            raise ConfigError("inference.rollout", self.rollout, "a Rollout")
         if self.config.accelerator is Accelerator.GPU and not self.gpu_node_selector:
             raise ConfigError(
                 "compute.gpuCapacity",
@@ -122,6 +151,12 @@ class InferenceChart(cdk8s.Chart):
         self.service_monitor: monitoring.ServiceMonitor | None = None
         self.dashboard: kplus.ConfigMap | None = None
         self.api_key_secret_name = c.api_key.secret_name if c.api_key.enabled else None
+        self.exposure = Exposure(
+            config=c.exposure,
+            vpc_cidr=props.vpc_cidr,
+            health_check_path="/readyz",
+            deregistration_delay_seconds=c.termination_grace_seconds,
+        )
 
         # Pods carrying the seed's label ``app: <name>``; Service, NetworkPolicy and PDB select on it.
         self._pods: kplus.Pods | None = None
@@ -130,10 +165,15 @@ class InferenceChart(cdk8s.Chart):
             "Namespace",
             metadata=cdk8s.ApiObjectMetadata(
                 name=c.namespace,
-                # Pod Security Admission: reject anything weaker than "restricted" in this namespace.
                 labels={
-                    f"pod-security.kubernetes.io/{mode}": "restricted"
-                    for mode in ("enforce", "audit", "warn")
+                    # Pod Security Admission: reject anything weaker than "restricted" in this namespace.
+                    **{
+                        f"pod-security.kubernetes.io/{mode}": "restricted"
+                        for mode in ("enforce", "audit", "warn")
+                    },
+                    # Pods are Ready only once their NLB target is healthy: a rollout never stops an old pod
+                    # while its replacement's target is still `initial`.
+                    READINESS_GATE_INJECT_LABEL[0]: READINESS_GATE_INJECT_LABEL[1],
                 },
             ),
         )
@@ -259,8 +299,8 @@ class InferenceChart(cdk8s.Chart):
             # Download (init container) + load + warm-up, with 10 minutes to spare for node launch.
             progress_deadline=cdk8s.Duration.seconds(c.startup_timeout_seconds + 600),
             strategy=kplus.DeploymentStrategy.rolling_update(
-                max_surge=kplus.PercentOrAbsolute.absolute(1),
-                max_unavailable=kplus.PercentOrAbsolute.absolute(0),
+                max_surge=kplus.PercentOrAbsolute.absolute(self.props.rollout.max_surge),
+                max_unavailable=kplus.PercentOrAbsolute.absolute(self.props.rollout.max_unavailable),
             ),
             volumes=volumes,
             init_containers=[
@@ -334,18 +374,7 @@ class InferenceChart(cdk8s.Chart):
             cdk8s.JsonPatch.add(
                 "/spec/template/spec/securityContext/seccompProfile", {"type": "RuntimeDefault"}
             ),
-            cdk8s.JsonPatch.add(
-                "/spec/template/spec/topologySpreadConstraints",
-                [
-                    {
-                        "maxSkew": 1,
-                        "topologyKey": key,
-                        "whenUnsatisfiable": "ScheduleAnyway",
-                        "labelSelector": {"matchLabels": dict(self.app_labels)},
-                    }
-                    for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
-                ],
-            ),
+            cdk8s.JsonPatch.add("/spec/template/spec/topologySpreadConstraints", self._topology_spread()),
         ]
         if gpu:
             patches += [
@@ -371,16 +400,47 @@ class InferenceChart(cdk8s.Chart):
         cdk8s.ApiObject.of(deployment).add_json_patch(*patches)
         return deployment
 
+    def _topology_spread(self) -> list[dict[str, Any]]:
+        """Replicas in different zones (``inference.zoneSpread``), then on different nodes (preferred).
+
+        Counted per revision (``matchLabelKeys: pod-template-hash``): during a rollout the new pods spread
+        among themselves instead of around the old ones they replace. ``minDomains: 2``: while fewer than
+        two zones hold a replica, a second one may not join the first one's zone (kube-scheduler only
+        knows zones with nodes; Karpenter then launches a node in another zone).
+        """
+        selector = {
+            "labelSelector": {"matchLabels": dict(self.app_labels)},
+            "matchLabelKeys": ["pod-template-hash"],
+        }
+        zone: dict[str, Any] = {
+            "maxSkew": 1,
+            "topologyKey": ZONE_KEY,
+            "whenUnsatisfiable": self.config.zone_spread,
+            **selector,
+        }
+        if self.config.zone_spread == "DoNotSchedule":
+            zone["minDomains"] = 2  # only valid with DoNotSchedule
+        node = {"maxSkew": 1, "topologyKey": HOSTNAME_KEY, "whenUnsatisfiable": "ScheduleAnyway", **selector}
+        return [zone, node]
+
     def _pdb(self) -> k8s.KubePodDisruptionBudget:
-        # maxUnavailable 1 (not minAvailable 1): a single replica must not block node drains forever.
+        # Two replicas or more: minAvailable 1, so no voluntary disruption (drain, Karpenter, upgrade) takes
+        # the last ready one. A single replica (dev): maxUnavailable 1, as minAvailable 1 over one pod would
+        # block every node drain forever.
+        budget: dict[str, k8s.IntOrString] = (
+            {"min_available": k8s.IntOrString.from_number(1)}
+            if self.config.fewest_replicas >= 2
+            else {"max_unavailable": k8s.IntOrString.from_number(1)}
+        )
         return k8s.KubePodDisruptionBudget(
             self,
             "PodDisruptionBudget",
             metadata=k8s.ObjectMeta(name=self.config.name, labels=self.app_labels),
             spec=k8s.PodDisruptionBudgetSpec(
-                max_unavailable=k8s.IntOrString.from_number(1),
                 selector=k8s.LabelSelector(match_labels=self.app_labels),
+                # A pod that is not Ready serves nothing: evicting it never costs availability.
                 unhealthy_pod_eviction_policy="AlwaysAllow",
+                **budget,
             ),
         )
 
@@ -388,43 +448,15 @@ class InferenceChart(cdk8s.Chart):
 
     def _service(self) -> kplus.Service:
         c = self.config
-        ex = c.exposure
-        annotations = {
-            # Seed ch3: an NLB provisioned by the AWS Load Balancer Controller ...
-            f"{_ANN}type": "external",
-            f"{_ANN}scheme": ex.scheme.value,
-            # ... with pod IPs as targets (no NodePort hop; works with Karpenter's short-lived nodes).
-            f"{_ANN}nlb-target-type": "ip",
-            f"{_ANN}healthcheck-protocol": "HTTP",
-            f"{_ANN}healthcheck-path": "/readyz",
-            f"{_ANN}healthcheck-port": "traffic-port",
-            f"{_ANN}healthcheck-interval": "10",
-            f"{_ANN}healthcheck-healthy-threshold": "2",
-            f"{_ANN}healthcheck-unhealthy-threshold": "2",
-            # A draining pod keeps serving for preStop + drain; the NLB waits as long before cutting it.
-            f"{_ANN}target-group-attributes": (
-                f"deregistration_delay.timeout_seconds={c.server.drain_timeout_seconds}"
-            ),
-            f"{_ANN}attributes": "load_balancing.cross_zone.enabled=true",
-        }
-        # Internal: only the VPC. Internet-facing: the configured client CIDRs (never open by default).
-        ranges = list(ex.source_ranges) if ex.scheme is Scheme.INTERNET_FACING else [self.props.vpc_cidr]
-        service = kplus.Service(
+        assert self._pods is not None
+        return self.exposure.service(
             self,
             "Service",
-            metadata=cdk8s.ApiObjectMetadata(
-                name=c.service_name, labels={"app": c.service_name}, annotations=annotations
-            ),
-            type=kplus.ServiceType.LOAD_BALANCER,
+            name=c.service_name,
+            labels={"app": c.service_name},
             selector=self._pods,
-            ports=[
-                kplus.ServicePort(
-                    name="http", port=SERVICE_PORT, target_port=SERVER_PORT, protocol=kplus.Protocol.TCP
-                )
-            ],
-            load_balancer_source_ranges=ranges,
+            target_port=SERVER_PORT,
         )
-        return service
 
     def _network_policy(self) -> kplus.NetworkPolicy:
         c = self.config
@@ -432,8 +464,9 @@ class InferenceChart(cdk8s.Chart):
         prometheus = kplus.Namespaces.select(
             self, "PrometheusNamespace", names=[c.monitoring.prometheus_namespace]
         )
-        # The NLB (ip targets, client IP preservation off) and in-VPC clients come from the VPC CIDR.
-        vpc_block = kplus.NetworkPolicyIpBlock.ipv4(self, "VpcCidr", self.props.vpc_cidr)
+        # The NLB (client traffic and health checks: its VPC addresses, charts/exposure.py) and in-VPC
+        # clients. KEDA needs nothing here: its triggers query Prometheus, never the pods.
+        nlb = self.exposure.ingress_peers(self, "VpcCidr")
         any_ip = kplus.NetworkPolicyIpBlock.any_ipv4(self, "AnyIpv4")
         agent = kplus.NetworkPolicyIpBlock.ipv4(self, "PodIdentityAgent", POD_IDENTITY_AGENT_CIDR)
         return kplus.NetworkPolicy(
@@ -444,7 +477,7 @@ class InferenceChart(cdk8s.Chart):
             ingress=kplus.NetworkPolicyTraffic(
                 default=kplus.NetworkPolicyTrafficDefault.DENY,
                 rules=[
-                    kplus.NetworkPolicyRule(peer=vpc_block, ports=port),
+                    *(kplus.NetworkPolicyRule(peer=peer, ports=port) for peer in nlb),
                     kplus.NetworkPolicyRule(peer=prometheus, ports=port),
                 ],
             ),
@@ -563,6 +596,7 @@ class InferenceChart(cdk8s.Chart):
                 max_replica_count=a.max_replicas,
                 polling_interval=k.polling_interval_seconds,
                 cooldown_period=k.cooldown_seconds,
+                fallback=self._keda_fallback(),
                 advanced=keda.ScaledObjectSpecAdvanced(
                     horizontal_pod_autoscaler_config=keda.ScaledObjectSpecAdvancedHorizontalPodAutoscalerConfig(
                         name=f"keda-hpa-{c.name}",
@@ -590,6 +624,23 @@ class InferenceChart(cdk8s.Chart):
                 ),
                 triggers=triggers,
             ),
+        )
+
+    def _keda_fallback(self) -> keda.ScaledObjectSpecFallback:
+        """When Prometheus cannot be queried (restart, outage) for ``KEDA_FALLBACK_FAILURES`` polls in a row,
+        hold the replicas that run (``currentReplicasIfHigher``: never fewer, at least ``replicas``) instead
+        of scaling on nothing. Every trigger queries Prometheus, so all fail together; KEDA 2.20 falls back
+        for ``AverageValue`` and ``Value`` triggers alike.
+
+        ``replicas`` is at least 1: with ``minReplicaCount: 0`` and a fallback of 0, KEDA treats failing
+        triggers as idle and scales the service to zero (keda v2.20.2 pkg/scaling/executor). Empty answers
+        (no series: scaled to zero, or a Prometheus without data yet) are not failures
+        (``ignoreNullValues``): they read as 0, so a service at zero stays there.
+        """
+        return keda.ScaledObjectSpecFallback(
+            failure_threshold=KEDA_FALLBACK_FAILURES,
+            replicas=max(1, self.config.autoscaling.min_replicas),
+            behavior=keda.ScaledObjectSpecFallbackBehavior.CURRENT_REPLICAS_IF_HIGHER,
         )
 
     def _vpa(self) -> vpa.VerticalPodAutoscaler:
@@ -631,7 +682,7 @@ class InferenceChart(cdk8s.Chart):
                 namespace_selector=monitoring.ServiceMonitorSpecNamespaceSelector(match_names=[c.namespace]),
                 endpoints=[
                     monitoring.ServiceMonitorSpecEndpoints(
-                        port="http", path="/metrics", interval="15s", scrape_timeout="10s"
+                        port=PORT_NAME, path="/metrics", interval="15s", scrape_timeout="10s"
                     )
                 ],
             ),

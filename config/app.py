@@ -19,7 +19,15 @@ from .base import ACCOUNT_PATTERN, ConfigModel, Given, Region, StrMap, with_defa
 from .cluster import ClusterConfig
 from .compute import ComputeConfig, GpuCapacity
 from .errors import ConfigError, Invalid, matches, raise_all
-from .inference import InferenceConfig, addon_problems
+from .exposure import exposure_problems
+from .inference import (
+    MAX_SPOT_GRACE_SECONDS,
+    PRODUCTION_MIN_REPLICAS,
+    SPOT_NOTICE_SECONDS,
+    Accelerator,
+    InferenceConfig,
+    addon_problems,
+)
 from .network import DEFAULT_REGION, NetworkConfig, default_availability_zones
 
 #: Top-level context keys that hold configuration of one environment (each a JSON object).
@@ -27,6 +35,9 @@ SECTIONS: tuple[str, ...] = ("aws", "tags", "network", "cluster", "compute", "ad
 #: Top-level sections with their own loader, global rather than per environment (config/pipeline.py).
 GLOBAL_SECTIONS: tuple[str, ...] = ("pipeline",)
 DEFAULT_ENV = "dev"
+#: The environment whose safe defaults and rules are the production ones (two replicas, TLS when
+#: internet-facing, ...). Other environments get the dev defaults.
+PRODUCTION_ENV = "prod"
 
 _TAG_KEY = re.compile(r"(?!aws:)[\w .:/=+@-]{1,128}")
 _TAG_ALLOWED = "tag keys of 1-128 characters not starting with 'aws:', values up to 256 characters"
@@ -99,9 +110,11 @@ class AppConfig(ConfigModel):
     @field_validator("inference", mode="before")
     @classmethod
     def _inference_for_the_addons(cls, value: Any, info: ValidationInfo) -> Any:
-        # Defaults of keys left unset follow what the add-ons install (autoscaling, monitoring).
+        # Defaults of keys left unset follow what the add-ons install (autoscaling, monitoring) and the
+        # environment (replicas in prod).
+        production = info.data.get("env_name", DEFAULT_ENV) == PRODUCTION_ENV
         return InferenceConfig.model_validate(
-            with_defaults(value, {}), context={"addons": info.data.get("addons")}
+            with_defaults(value, {}), context={"addons": info.data.get("addons"), "production": production}
         )
 
     @model_validator(mode="after")
@@ -131,8 +144,76 @@ class AppConfig(ConfigModel):
             if problem is not None:
                 problems.append(problem)
         problems += addon_problems(self.inference, self.addons)
+        problems += self._inference_serving_problems()
         raise_all(problems)
         return self
+
+    # --- inference serving (issue 11: disruption, rollouts, TLS) ----------------------------------------
+
+    def _inference_serving_problems(self) -> list[Invalid]:
+        inference, compute = self.inference, self.compute
+        problems = exposure_problems(inference.exposure, production=self.production, region=self.aws.region)
+        fewest = inference.fewest_replicas
+        if self.production and fewest < PRODUCTION_MIN_REPLICAS:
+            problems.append(
+                Invalid(
+                    f"an integer >= {PRODUCTION_MIN_REPLICAS} in env=prod: with one replica every node "
+                    "disruption (spot interruption, node upgrade, zone outage) is an outage",
+                    key=inference.fewest_replicas_key,
+                    value=fewest,
+                )
+            )
+        if inference.termination_grace_seconds > MAX_SPOT_GRACE_SECONDS and self._serving_on_spot():
+            problems.append(
+                Invalid(
+                    f"an integer <= {MAX_SPOT_GRACE_SECONDS} while the serving capacity can be spot: a spot "
+                    f"interruption gives {SPOT_NOTICE_SECONDS} s notice and Karpenter needs about "
+                    f"{SPOT_NOTICE_SECONDS - MAX_SPOT_GRACE_SECONDS} s of it to start the drain (lower "
+                    "inference.server.drainTimeoutSeconds or inference.preStopSeconds, or use on-demand "
+                    "capacity)",
+                    key="inference.terminationGracePeriodSeconds",
+                    value=inference.termination_grace_seconds,
+                )
+            )
+        if inference.accelerator is Accelerator.GPU:
+            if compute.gpu_capacity is GpuCapacity.KARPENTER:
+                # A rolling update runs one pod more (maxSurge 1) than the autoscaler's maximum.
+                needed = inference.most_replicas + 1
+                if self.addons.karpenter.gpu_limit < needed:
+                    problems.append(
+                        Invalid(
+                            f"an integer >= {needed}: inference's most replicas ({inference.most_replicas}, "
+                            "one GPU each) plus one for a rolling update's extra pod",
+                            key="addons.karpenter.gpuLimit",
+                            value=self.addons.karpenter.gpu_limit,
+                        )
+                    )
+            elif compute.gpu_nodegroup.desired_size < fewest:
+                problems.append(
+                    Invalid(
+                        f"an integer >= {fewest} ({inference.fewest_replicas_key}: one GPU node per replica; "
+                        "no autoscaler adds nodes to the nodegroup)",
+                        key="compute.gpuNodegroup.desiredSize",
+                        value=compute.gpu_nodegroup.desired_size,
+                    )
+                )
+        return problems
+
+    def _serving_on_spot(self) -> bool:
+        """Whether the inference pods can run on spot capacity (and so get a 2-minute interruption)."""
+        compute, karpenter = self.compute, self.addons.karpenter
+        if self.inference.accelerator is Accelerator.GPU:
+            if compute.gpu_capacity is GpuCapacity.KARPENTER:
+                return "spot" in karpenter.capacity_types
+            return compute.gpu_nodegroup.capacity_type == "SPOT"
+        if karpenter.enabled and karpenter.general_purpose_pool:
+            return True  # the general-purpose NodePool takes spot and on-demand (charts/karpenter.py)
+        return compute.system_nodegroup.capacity_type == "SPOT"
+
+    @property
+    def production(self) -> bool:
+        """Whether this is the production environment (``env=prod``): its defaults and rules apply."""
+        return self.env_name == PRODUCTION_ENV
 
     @property
     def stack_prefix(self) -> str:

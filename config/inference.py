@@ -8,7 +8,6 @@ unset follow the accelerator and, when the add-ons are known (``load_config``), 
 from __future__ import annotations
 
 import enum
-import ipaddress
 import math
 import re
 from collections.abc import Mapping
@@ -21,14 +20,13 @@ from pydantic import Field, Strict, ValidationError, model_validator
 from .base import (
     DNS_LABEL_PATTERN,
     Bool,
-    Cidr,
-    CommaSeparated,
     ConfigModel,
     Given,
     Int,
     with_defaults,
 )
 from .errors import Allowed, Invalid, Rule, matches, raise_all
+from .exposure import ExposureConfig, Scheme
 from .names import DEFAULT_MODEL_URI, MONITORING_NAMESPACE, PROMETHEUS_URL
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -51,13 +49,6 @@ class Autoscaler(enum.StrEnum):
     KEDA = "keda"
     HPA = "hpa"
     NONE = "none"
-
-
-class Scheme(enum.StrEnum):
-    """NLB scheme. ``internal`` (default) is reachable from the VPC only."""
-
-    INTERNAL = "internal"
-    INTERNET_FACING = "internet-facing"
 
 
 def _model_uri(uri: str) -> str:
@@ -247,40 +238,16 @@ class ServerConfig(ConfigModel):
         return env
 
 
-class ExposureConfig(ConfigModel):
-    """The ``<name>-svc`` LoadBalancer Service (NLB through the AWS Load Balancer Controller).
+class InferenceExposureConfig(ExposureConfig):
+    """The ``<name>-svc`` LoadBalancer Service: an NLB (IP targets) through the AWS Load Balancer Controller.
 
-    ``internet-facing`` requires ``sourceRanges`` (explicit client CIDRs, written to
-    ``loadBalancerSourceRanges``); ``0.0.0.0/0`` is refused unless ``allowAnySource`` is set, so an open
-    endpoint is always a deliberate choice.
+    ``internet-facing`` requires ``sourceRanges`` (explicit client CIDRs, enforced by the NLB's security
+    group); ``0.0.0.0/0`` is refused unless ``allowAnySource`` is set. ``certificateArn`` moves the listener
+    to 443 with TLS ending at the NLB; ``env=prod`` refuses internet-facing without it, and an
+    internet-facing service always requires the API key (``inference.apiKey``).
     """
 
     path = "inference.exposure"
-
-    scheme: Scheme = Field(Scheme.INTERNAL, description="`internal`: reachable from the VPC only.")
-    source_ranges: Annotated[tuple[Cidr, ...], CommaSeparated] = Field(
-        (), description="Client CIDRs of an internet-facing NLB (required then)."
-    )
-    allow_any_source: Bool = Field(False, description="Allow `0.0.0.0/0` in `sourceRanges`.")
-
-    @model_validator(mode="after")
-    def _deliberately_open(self) -> ExposureConfig:
-        key = "inference.exposure.sourceRanges"
-        for cidr in self.source_ranges:
-            if ipaddress.ip_network(cidr).prefixlen == 0 and not self.allow_any_source:
-                raise Invalid(
-                    "client CIDRs narrower than /0 (set inference.exposure.allowAnySource to true to open "
-                    "the endpoint to the whole internet)",
-                    key=key,
-                    value=cidr,
-                )
-        if self.scheme is Scheme.INTERNET_FACING and not self.source_ranges:
-            raise Invalid(
-                "a non-empty list of client CIDRs when inference.exposure.scheme is 'internet-facing'",
-                key=key,
-                value=[],
-            )
-        return self
 
 
 class KedaConfig(ConfigModel):
@@ -328,7 +295,8 @@ class AutoscalingConfig(ConfigModel):
         ge=0,
         le=100,
         description="Fewest replicas; 0 (scale to zero: Karpenter removes the idle GPU node) only with "
-        "`keda`.",
+        "`keda`, and never in `env=prod` (at least 2 there: one replica survives a node's disruption).",
+        json_schema_extra={"defaultDoc": "`2` in `env=prod`, else `1`"},
     )
     max_replicas: Int = Field(5, ge=1, le=100, description="Most replicas, at least `minReplicas`.")
     cpu_utilization: Int = Field(70, ge=1, le=100, description="The HPA's average CPU target, percent.")
@@ -378,7 +346,13 @@ class ApiKeyConfig(ConfigModel):
 
     path = "inference.apiKey"
 
-    enabled: Bool = Field(False, description="Require `Authorization: Bearer <key>` on the API.")
+    enabled: Bool = Field(
+        False,
+        description="Require `Authorization: Bearer <key>` on the API; required with an internet-facing NLB.",
+        json_schema_extra={
+            "defaultDoc": "`true` when `inference.exposure.scheme` is `internet-facing`, else `false`"
+        },
+    )
     secret_name: DnsLabel = Field(
         "my-llama-api-key",
         description="The Kubernetes Secret holding the key.",
@@ -458,14 +432,20 @@ class InferenceConfig(ConfigModel):
         Accelerator.GPU, description="`gpu` (CUDA image, one `nvidia.com/gpu` per pod) or `cpu`."
     )
     replicas: Int = Field(
-        1, ge=1, le=100, description="Fixed replica count (only with `autoscaling.mode: none`)."
+        1,
+        ge=1,
+        le=100,
+        description="Fixed replica count (only with `autoscaling.mode: none`); at least 2 in `env=prod`.",
+        json_schema_extra={"defaultDoc": "`2` in `env=prod`, else `1`"},
     )
     model: ModelConfig = Field(default_factory=ModelConfig, description="The model (table below).")
     resources: ResourcesConfig = Field(
         default_factory=ResourcesConfig, description="The server container's resources (table below)."
     )
     server: ServerConfig = Field(default_factory=ServerConfig, description="The model server (table below).")
-    exposure: ExposureConfig = Field(default_factory=ExposureConfig, description="The NLB (table below).")
+    exposure: InferenceExposureConfig = Field(
+        default_factory=InferenceExposureConfig, description="The NLB (table below)."
+    )
     autoscaling: AutoscalingConfig = Field(
         default_factory=AutoscalingConfig, description="Autoscaling (table below)."
     )
@@ -491,13 +471,27 @@ class InferenceConfig(ConfigModel):
         "needs (see below).",
     )
     termination_grace_seconds: Int = Field(
-        80,
+        85,
         ge=0,
         le=7200,
         alias="terminationGracePeriodSeconds",
-        description="A terminating pod's grace period: at least `preStopSeconds` + "
-        "`server.drainTimeoutSeconds`.",
-        json_schema_extra={"defaultDoc": "`preStopSeconds` + `server.drainTimeoutSeconds` + 5"},
+        description="A terminating pod's grace period (also the NLB's deregistration delay): at least "
+        "`preStopSeconds` + `server.drainTimeoutSeconds`; at most 100 when the serving capacity can be spot "
+        "(a spot interruption gives 120 s notice, 20 s of which Karpenter needs to start the drain).",
+        json_schema_extra={"defaultDoc": "`preStopSeconds` + `server.drainTimeoutSeconds` + 10"},
+    )
+    zone_spread: Literal["DoNotSchedule", "ScheduleAnyway"] = Field(
+        "DoNotSchedule",
+        description="Spread of the pods over zones (maxSkew 1): `DoNotSchedule` keeps replicas in different "
+        "zones (`minDomains` 2: a second replica never joins the first one's zone) and leaves a pod Pending "
+        "rather than break that; `ScheduleAnyway` only prefers it (a GPU type offered in one zone only).",
+    )
+    registry_scan_on_push: Bool = Field(
+        False,
+        description="Create the account's ECR registry scanning configuration (BASIC, scan on push for the "
+        "CDK asset repositories `cdk-*-container-assets-*`). One per account and region: it replaces "
+        "whatever registry scanning is set there (Inspector enhanced scanning too), and two environments "
+        "with it on overwrite each other. Off: the account's registry scanning applies (docs/runbook.md).",
     )
 
     @classmethod
@@ -514,19 +508,43 @@ class InferenceConfig(ConfigModel):
         except ValidationError:
             cpu_limit = resources["cpuLimit"]  # the bad value is reported by the resources section
         drain = given.value("server").drain_timeout_seconds
+        # env=prod (config/app.py passes it): two replicas at least, so a node's disruption keeps one.
+        fewest = PRODUCTION_MIN_REPLICAS if given.context.get("production") else 1
+        internet_facing = given.value("exposure").internet_facing
         return {
             "resources": resources,
             "server": {"threads": math.ceil(parse_quantity(cpu_limit))},
-            "autoscaling": {"mode": Autoscaler.KEDA if keda else Autoscaler.HPA},
-            "apiKey": {"secretName": f"{given.value('name')}-api-key"},
+            "replicas": fewest,
+            "autoscaling": {"mode": Autoscaler.KEDA if keda else Autoscaler.HPA, "minReplicas": fewest},
+            "apiKey": {"secretName": f"{given.value('name')}-api-key", "enabled": internet_facing},
             "monitoring": _monitoring_defaults(addons),
             "terminationGracePeriodSeconds": given.value("pre_stop_seconds") + drain + GRACE_MARGIN_SECONDS,
         }
 
     @model_validator(mode="after")
     def _consistent(self) -> InferenceConfig:
-        raise_all([*self._server_problems(), *self._shutdown_problems(), *self._startup_problems()])
+        raise_all(
+            [
+                *self._server_problems(),
+                *self._shutdown_problems(),
+                *self._startup_problems(),
+                *self._exposure_problems(),
+            ]
+        )
         return self
+
+    def _exposure_problems(self) -> list[Invalid]:
+        if self.exposure.scheme is not Scheme.INTERNET_FACING or self.api_key.enabled:
+            return []
+        return [
+            Invalid(
+                "true when inference.exposure.scheme is 'internet-facing': an endpoint reachable from the "
+                f"internet requires the bearer token (create the Secret {self.api_key.secret_name!r} first: "
+                "docs/runbook.md)",
+                key="inference.apiKey.enabled",
+                value=False,
+            )
+        ]
 
     def _server_problems(self) -> list[Invalid]:
         server, keda = self.server, self.autoscaling.keda
@@ -600,9 +618,35 @@ class InferenceConfig(ConfigModel):
     def service_name(self) -> str:
         return f"{self.name}-svc"
 
+    @property
+    def fewest_replicas(self) -> int:
+        """The replicas that always run: the autoscaler's minimum, or ``replicas`` without one."""
+        return self.replicas if self.autoscaling.mode is Autoscaler.NONE else self.autoscaling.min_replicas
 
-#: Seconds of grace beyond preStop + drain (the kubelet's SIGKILL must never race the drain's end).
-GRACE_MARGIN_SECONDS = 5
+    @property
+    def most_replicas(self) -> int:
+        """The replicas that may run at once outside a rollout: the autoscaler's maximum, or ``replicas``."""
+        return self.replicas if self.autoscaling.mode is Autoscaler.NONE else self.autoscaling.max_replicas
+
+    @property
+    def fewest_replicas_key(self) -> str:
+        """The key that sets :attr:`fewest_replicas` (what an error about it names)."""
+        if self.autoscaling.mode is Autoscaler.NONE:
+            return "inference.replicas"
+        return "inference.autoscaling.minReplicas"
+
+
+#: Seconds of grace beyond preStop + drain: the kubelet's SIGKILL must never race the drain's end. After the
+#: drain timeout the server cancels what is left (waits up to 5 s) and uvicorn closes its connections (up to
+#: 5 s more): model_server/server.py.
+GRACE_MARGIN_SECONDS = 10
+#: A spot interruption's notice, and what of it Karpenter needs before the pod's termination starts (the
+#: EventBridge -> SQS delivery, its poll, cordon and eviction): the grace period must fit in the rest.
+SPOT_NOTICE_SECONDS = 120
+INTERRUPTION_REACTION_SECONDS = 20
+MAX_SPOT_GRACE_SECONDS = SPOT_NOTICE_SECONDS - INTERRUPTION_REACTION_SECONDS
+#: Fewest replicas in env=prod: one replica keeps serving while another's node is disrupted.
+PRODUCTION_MIN_REPLICAS = 2
 #: Conservative rates for the startup budgets: reading a GGUF from the pod's disk into memory, and
 #: downloading it from Hugging Face or S3 (one stream).
 LOAD_MIB_PER_SECOND = 100

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import aws_cdk as cdk
 from constructs import Construct, IConstruct
 
+from charts.inference import Rollout
 from config import AppConfig
 from config.compute import GpuCapacity
 from config.inference import Accelerator, Autoscaler
@@ -104,13 +105,15 @@ def build_app(
 def inference_placement(
     config: AppConfig, *, addons: InstalledAddons, gpu_nodegroup: IConstruct | None
 ) -> Placement:
-    """Where the inference pods run and what each manifest group waits for, from what is installed.
+    """Where the inference pods run, what each manifest group waits for and how a rollout fits the
+    capacity, from what is installed.
 
     The configuration has already checked that what the service uses is installed (config/app.py); a
     missing add-on here is a bug, and fails synth naming it.
     """
     inference = config.inference
     capacity: tuple[IConstruct, ...]
+    rollout = Rollout()  # one extra pod during a rollout: Karpenter launches a node for it
     if inference.accelerator is Accelerator.GPU:
         device_plugin = _need(addons.nvidia_device_plugin, "nvidiaDevicePlugin")
         if config.compute.gpu_capacity is GpuCapacity.KARPENTER:
@@ -119,6 +122,10 @@ def inference_placement(
         else:
             selector = {NODE_CLASS_LABEL: "gpu"}
             capacity = (_need(gpu_nodegroup, "the ClusterStack's GPU nodegroup"), device_plugin)
+            if config.compute.gpu_nodegroup.desired_size <= inference.fewest_replicas:
+                # No free GPU node for an extra pod (nothing adds nodes to a managed nodegroup here): replace
+                # pods in place, one at a time (config/app.py guarantees a node per replica).
+                rollout = Rollout(max_surge=0, max_unavailable=1)
     elif config.addons.karpenter.enabled and config.addons.karpenter.general_purpose_pool:
         selector = {NODEPOOL_LABEL: GENERAL_NODEPOOL_NAME}
         capacity = (_need(addons.karpenter, "karpenter"),)
@@ -137,6 +144,7 @@ def inference_placement(
         after_load_balancer_controller=(_need(addons.load_balancer_controller, "loadBalancerController"),),
         after_autoscaler=autoscaler,
         after_metrics=(_need(addons.metrics, "metrics"),) if monitoring else (),
+        rollout=rollout,
     )
 
 

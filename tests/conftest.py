@@ -100,3 +100,45 @@ def synth_app(
 def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """The default app (cdk.json, env dev), synthesized once with cdk-nag."""
     return synth_app(tmp_path_factory.mktemp("cdk.out"))
+
+
+ADMIN = "arn:aws:iam::111111111111:role/platform-admin"
+BREAK_GLASS = "arn:aws:iam::111111111111:role/ops/break-glass"
+
+#: The second configuration: everything the default does not exercise, in one more synth (tests/infra,
+#: tests/helm).
+VARIANT = {
+    "env": "prod",
+    "cluster.endpointAccess": "private",
+    "cluster.adminRoleArns": f"{ADMIN},{BREAK_GLASS}",
+    "cluster.kubernetesVersion": "1.31",
+    "cluster.logging": "api,audit",
+    # GPU capacity from the managed nodegroup (seed ch5), whatever the default is; one node per replica
+    # of env=prod's two (no spare node: pods are replaced in place during a rollout).
+    "compute.gpuCapacity": "nodegroup",
+    "compute.gpuNodegroup.desiredSize": 2,
+    "compute.systemNodegroup.amiType": "BOTTLEROCKET_X86_64",
+    # Karpenter in its own namespace: release, service account and Pod Identity follow (tests/helm).
+    "addons.karpenter.namespace": "karpenter",
+}
+
+#: The GPU-nodegroup alternative to the Karpenter default (seed ch5): managed GPU nodegroup, Karpenter
+#: off, metrics in Amazon Managed Prometheus (the other add-on switches, in the same synth).
+ALTERNATIVE = {
+    "compute.gpuCapacity": "nodegroup",
+    "addons.karpenter.enabled": False,
+    "addons.metrics.backend": "amp",
+}
+
+
+@pytest.fixture(scope="session")
+def variant(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """Prod, private endpoint, admin roles, Kubernetes 1.31, GPU nodegroup, Bottlerocket system nodes,
+    Karpenter in namespace ``karpenter``."""
+    return synth_app(tmp_path_factory.mktemp("variant"), VARIANT)
+
+
+@pytest.fixture(scope="session")
+def alternative(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """The nodegroup/AMP alternative (:data:`ALTERNATIVE`)."""
+    return synth_app(tmp_path_factory.mktemp("cdk.out.alternative"), ALTERNATIVE)

@@ -94,7 +94,8 @@ class MetricsAddon(ClusterAddon):
             ctx.cluster,
             values={
                 "prometheus": prometheus,
-                "grafana": {"enabled": cfg.grafana, "nodeSelector": selector},
+                # The grafana subchart reads its values only when installed: no dead keys otherwise.
+                "grafana": {"enabled": True, "nodeSelector": selector} if cfg.grafana else {"enabled": False},
                 "alertmanager": {"alertmanagerSpec": {"nodeSelector": selector}},
                 "prometheusOperator": {"nodeSelector": selector},
                 "kube-state-metrics": {"nodeSelector": selector},

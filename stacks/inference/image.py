@@ -22,14 +22,16 @@ ASSET_REPOSITORY_FILTER = "cdk-*-container-assets-*"
 class ModelServerImage(Construct):
     """``DockerImageAsset`` of ``model_server/Dockerfile`` for linux/amd64 (the GPU and system nodes).
 
-    ``gpu``: the CUDA build args. The asset lands in the bootstrap's container-assets repository
-    (tag-immutable; the tag is the content hash). ``scan_on_push``: an ECR registry scanning rule
-    (basic scan on push) for the asset repositories. It is a registry-wide setting of the account and
-    region (one per registry): switch it off where a security team manages ECR scanning (e.g. Inspector
-    enhanced scanning), which then covers the repository anyway.
+    ``gpu``: the CUDA build args. The asset lands in the CDK bootstrap's container-assets repository
+    (``cdk-<qualifier>-container-assets-<account>-<region>``: tag-immutable, the tag is the content hash; the
+    bootstrap template sets no scanning on it), so what scans it is the account's ECR registry scanning
+    configuration. ``scan_on_push`` (default off, ``inference.registryScanOnPush``) creates that
+    configuration: BASIC scan on push for the asset repositories. It is one setting per account and region:
+    it replaces whatever is there (Inspector enhanced scanning too) and two stacks with it overwrite each
+    other, so a security team's scanning is left alone unless you ask.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, gpu: bool, scan_on_push: bool = True) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, gpu: bool, scan_on_push: bool = False) -> None:
         super().__init__(scope, construct_id)
         self.asset = ecr_assets.DockerImageAsset(
             self,

@@ -4,17 +4,20 @@ platform stacks).
 Composes the model server image (DockerImageAsset), the model's S3 read access (Pod Identity) and the
 cdk8s ``InferenceChart`` applied through the cluster as five manifests with explicit dependencies:
 
-* ``Base`` (Namespace, ServiceAccount)
-* ``Workload`` (Deployment, PDB, NetworkPolicy) after the GPU capacity (Karpenter NodePools or the GPU
-  nodegroup), the NVIDIA device plugin and the Pod Identity association
-* ``Service`` (the NLB) after the AWS Load Balancer Controller
-* ``Autoscaling`` (ScaledObject or HPA) after KEDA and Prometheus
+* ``Base`` (Namespace, with the NLB readiness-gate label; ServiceAccount)
+* ``Service`` (the NLB) after the AWS Load Balancer Controller; ``Endpoint`` waits for the NLB's hostname,
+  which the controller writes after it has created the NLB, its target group and TargetGroupBinding
+* ``Workload`` (Deployment, PDB, NetworkPolicy) after the ``Endpoint``, so every pod is created after the
+  TargetGroupBinding and gets the NLB target-health readiness gate (zero-downtime rollouts: an old pod
+  stops only when its replacement is a healthy NLB target), and after the GPU capacity (Karpenter
+  NodePools or the GPU nodegroup), the NVIDIA device plugin and the Pod Identity association
+* ``Autoscaling`` (ScaledObject or HPA) after the Workload, KEDA and Prometheus
 * ``Monitoring`` (ServiceMonitor, Grafana dashboard) after Prometheus
 
 Dependencies on add-on constructs make this stack depend on the AddonsStack, so ``cdk destroy`` deletes
-this stack first: the Service goes (the controller removes the NLB, its target groups and security
-groups through the Service's finalizer) while the controller still runs, and the pods go before
-Karpenter's NodePools.
+this stack first: the pods go (before Karpenter's NodePools), then the Service (the controller removes the
+NLB, its target groups and security groups through the Service's finalizer) while the controller still
+runs.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from aws_cdk import Annotations, CfnOutput, Duration, Stack
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct, IConstruct
 
-from charts.inference import SERVICE_PORT, InferenceChart, InferenceChartProps
+from charts.inference import InferenceChart, InferenceChartProps, Rollout
 from config.inference import Accelerator, Autoscaler, InferenceConfig
 from config.names import SEED_PREDICT_BODY
 from stacks.inference.image import ModelServerImage
@@ -46,11 +49,11 @@ MANIFEST_GROUPS: dict[str, tuple[str, ...]] = {
 ENDPOINT_TIMEOUT = Duration.minutes(10)
 
 
-def predict_curl(host: str, *, api_key: bool) -> str:
-    """The seed's curl to /predict against ``host`` (a bearer token header when the API key is on)."""
+def predict_curl(url: str, *, api_key: bool) -> str:
+    """The seed's curl to /predict at base ``url`` (a bearer token header when the API key is on)."""
     auth = ' -H "Authorization: Bearer $API_KEY"' if api_key else ""
     return (
-        f'curl -X POST http://{host}/predict -H "Content-Type: application/json"{auth} '
+        f'curl -X POST {url}/predict -H "Content-Type: application/json"{auth} '
         f"-d '{SEED_PREDICT_BODY}' | jq ."
     )
 
@@ -63,9 +66,11 @@ class Placement:
     ``after_capacity``: before the Deployment (NodePools or the GPU nodegroup, the NVIDIA device plugin);
     ``after_load_balancer_controller``: before the Service; ``after_autoscaler``: before the ScaledObject
     or HPA (KEDA, Prometheus, the DCGM exporter); ``after_metrics``: before the ServiceMonitor and dashboard.
+    ``rollout``: the Deployment's rolling update, as the capacity allows (``Rollout``).
     """
 
     node_selector: Mapping[str, str] = field(default_factory=dict)
+    rollout: Rollout = field(default_factory=Rollout)
     after_capacity: tuple[IConstruct, ...] = ()
     after_load_balancer_controller: tuple[IConstruct, ...] = ()
     after_autoscaler: tuple[IConstruct, ...] = ()
@@ -78,6 +83,7 @@ class InferenceStack(Stack):
     The image (``ModelServerImage``) is built here; the model's S3 access (``ModelAccess``) is made when
     the model is on S3. ``vpc_cidr``: the VPC's CIDR (NetworkPolicy, internal NLB source range).
     ``placement``: the nodes and what each manifest group waits for (``stacks.platform.inference_placement``).
+    The ECR registry scanning rule is created only with ``inference.registryScanOnPush`` (account-wide).
     """
 
     def __init__(
@@ -89,14 +95,15 @@ class InferenceStack(Stack):
         config: InferenceConfig,
         vpc_cidr: str,
         placement: Placement,
-        scan_image_on_push: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
 
         gpu = config.accelerator is Accelerator.GPU
         self.config = config
-        self.image = ModelServerImage(self, "ModelServerImage", gpu=gpu, scan_on_push=scan_image_on_push)
+        self.image = ModelServerImage(
+            self, "ModelServerImage", gpu=gpu, scan_on_push=config.registry_scan_on_push
+        )
 
         self.model_access: ModelAccess | None = None
         if config.model.s3_bucket:
@@ -112,11 +119,14 @@ class InferenceStack(Stack):
 
         selector = dict(placement.node_selector)
         image = self.image.image_uri
+        rollout = placement.rollout
         props = (
-            InferenceChartProps(config=config, image=image, vpc_cidr=vpc_cidr, gpu_node_selector=selector)
+            InferenceChartProps(
+                config=config, image=image, vpc_cidr=vpc_cidr, rollout=rollout, gpu_node_selector=selector
+            )
             if gpu
             else InferenceChartProps(
-                config=config, image=image, vpc_cidr=vpc_cidr, cpu_node_selector=selector
+                config=config, image=image, vpc_cidr=vpc_cidr, rollout=rollout, cpu_node_selector=selector
             )
         )
         self.chart = InferenceChart(cdk8s.App(), "Inference", props)
@@ -136,24 +146,10 @@ class InferenceStack(Stack):
         base = self.manifests["Base"]
         workload = self.manifests["Workload"]
         service = self.manifests["Service"]
-        workload.node.add_dependency(base, *placement.after_capacity)
-        if self.model_access is not None:
-            # Pod Identity injects credentials only into pods created after the association exists.
-            workload.node.add_dependency(self.model_access.association)
         service.node.add_dependency(base, *placement.after_load_balancer_controller)
-        if "Autoscaling" in self.manifests:
-            self.manifests["Autoscaling"].node.add_dependency(workload, *placement.after_autoscaler)
-        if "Monitoring" in self.manifests:
-            self.manifests["Monitoring"].node.add_dependency(base, *placement.after_metrics)
 
-        if not gpu and not selector:
-            Annotations.of(self).add_warning_v2(
-                "llama-eks:inferenceCpuPlacement",
-                "inference.accelerator is 'cpu' and no CPU node pool is configured: the pods need "
-                f"{config.resources.cpu_request} CPU / {config.resources.memory} and schedule on the system "
-                "nodegroup only if it has room (enable addons.karpenter.generalPurposePool).",
-            )
-
+        # The NLB's hostname appears in the Service's status only after the controller has created the NLB,
+        # its target group and the TargetGroupBinding: pods created after it get the readiness gate.
         endpoint = eks.KubernetesObjectValue(
             self,
             "Endpoint",
@@ -167,9 +163,49 @@ class InferenceStack(Stack):
         endpoint.node.add_dependency(service)
         self.endpoint_hostname: str = endpoint.value
 
+        workload.node.add_dependency(base, service, endpoint, *placement.after_capacity)
+        if self.model_access is not None:
+            # Pod Identity injects credentials only into pods created after the association exists.
+            workload.node.add_dependency(self.model_access.association)
+        if "Autoscaling" in self.manifests:
+            self.manifests["Autoscaling"].node.add_dependency(workload, *placement.after_autoscaler)
+        if "Monitoring" in self.manifests:
+            self.manifests["Monitoring"].node.add_dependency(base, *placement.after_metrics)
+
+        if not gpu and not selector:
+            Annotations.of(self).add_warning_v2(
+                "llama-eks:inferenceCpuPlacement",
+                "inference.accelerator is 'cpu' and no CPU node pool is configured: the pods need "
+                f"{config.resources.cpu_request} CPU / {config.resources.memory} and schedule on the system "
+                "nodegroup only if it has room (enable addons.karpenter.generalPurposePool).",
+            )
+
+        self._warnings(config, placement)
+        self._outputs(config)
+
+    def _warnings(self, config: InferenceConfig, placement: Placement) -> None:
+        exposure = config.exposure
+        if exposure.internet_facing and not exposure.tls:
+            Annotations.of(self).add_warning_v2(
+                "llama-eks:inferencePlaintext",
+                "inference.exposure.scheme is 'internet-facing' without inference.exposure.certificateArn: "
+                "the API key and prompts cross the internet in clear text (refused in env=prod).",
+            )
+        if placement.rollout.max_unavailable and config.fewest_replicas < 2:
+            Annotations.of(self).add_warning_v2(
+                "llama-eks:inferenceRolloutInPlace",
+                "no capacity for an extra GPU pod during a rollout (compute.gpuNodegroup.desiredSize equals "
+                "the replicas): pods are replaced in place, so a rollout of a single replica is an outage. "
+                "Raise compute.gpuNodegroup.desiredSize by one for zero-downtime rollouts.",
+            )
+
+    def _outputs(self, config: InferenceConfig) -> None:
+        exposure = config.exposure
+        # Ports 80 and 443 are the scheme's own: the URL needs no port.
+        self.endpoint_url = f"{exposure.url_scheme}://{exposure.domain_name or self.endpoint_hostname}"
         scope_note = (
             "internet-facing NLB, reachable from inference.exposure.sourceRanges"
-            if config.exposure.scheme.value == "internet-facing"
+            if exposure.internet_facing
             else "internal NLB: reachable from inside the VPC (or kubectl port-forward, docs/runbook.md)"
         )
         CfnOutput(
@@ -178,12 +214,20 @@ class InferenceStack(Stack):
             value=self.endpoint_hostname,
             description=f"DNS name of the {scope_note}",
         )
+        CfnOutput(
+            self,
+            "EndpointUrl",
+            value=self.endpoint_url,
+            description=f"Base URL of the service ({exposure.url_scheme.upper()} on port {exposure.port}"
+            + (f"; point {exposure.domain_name} at EndpointHostname" if exposure.domain_name else "")
+            + ")",
+        )
         CfnOutput(self, "ImageUri", value=self.image.image_uri, description="Model server image in ECR")
         CfnOutput(
             self,
             "PredictCurl",
-            value=predict_curl(self.endpoint_hostname, api_key=config.api_key.enabled),
-            description=f"Seed ch3's test request to /predict on port {SERVICE_PORT} ({scope_note})",
+            value=predict_curl(self.endpoint_url, api_key=config.api_key.enabled),
+            description=f"Seed ch3's test request to /predict on port {exposure.port} ({scope_note})",
         )
         CfnOutput(
             self,

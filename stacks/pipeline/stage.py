@@ -18,7 +18,6 @@ from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from charts.inference import SERVICE_PORT
 from config import AppConfig
 from stacks.cluster.stack import ClusterStack
 from stacks.platform import build_app
@@ -94,7 +93,7 @@ class LlamaStage(cdk.Stage):
                 "LLAMA_SMOKE_ROLE_ARN": role_arn,
                 "LLAMA_NAMESPACE": inference.namespace,
                 "LLAMA_SERVICE": inference.service_name,
-                "LLAMA_SERVICE_PORT": str(SERVICE_PORT),
+                "LLAMA_SERVICE_PORT": str(inference.exposure.port),
             },
             assume_role_arn=role_arn,
         )
@@ -153,7 +152,8 @@ def _partition(region: str) -> str:
 
 
 def endpoint_output(stacks: Any) -> cdk.CfnOutput | None:
-    """The inference stack's ``EndpointHostname`` CfnOutput, if this build has an inference stack."""
+    """The inference stack's ``EndpointUrl`` CfnOutput (``http://`` or, with TLS, ``https://``), if this build
+    has an inference stack."""
     inference = getattr(stacks, "inference", None)
-    output = inference.node.try_find_child("EndpointHostname") if isinstance(inference, Construct) else None
+    output = inference.node.try_find_child("EndpointUrl") if isinstance(inference, Construct) else None
     return output if isinstance(output, cdk.CfnOutput) else None

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.charts.manifests import VARIANTS, Manifests, config_of, render
+from tests.charts.manifests import PRODUCTION, VARIANTS, Manifests, config_of, render
 
 
 @pytest.fixture(scope="session")
 def rendered() -> dict[str, Manifests]:
     """Every variant rendered once per session."""
-    return {name: render(config_of(section)) for name, section in VARIANTS.items()}
+    return {
+        name: render(config_of(section, production=name in PRODUCTION)) for name, section in VARIANTS.items()
+    }
 
 
 @pytest.fixture(scope="session")

@@ -11,11 +11,12 @@ from charts.inference import InferenceChart, InferenceChartProps
 from config.inference import InferenceConfig
 
 IMAGE = "111111111111.dkr.ecr.us-west-2.amazonaws.com/cdk-hnb659fds-container-assets:0123abcd"
+CERTIFICATE_ARN = "arn:aws:acm:us-west-2:111111111111:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
 
 Manifests = list[dict[str, Any]]
 
 #: Context ``inference`` sections of every supported shape: default (GPU, KEDA), the seed's HPA, CPU,
-#: internet-facing with explicit CIDRs, and everything optional switched on.
+#: internet-facing with explicit CIDRs, everything optional switched on, and env=prod internal and public.
 VARIANTS: dict[str, dict[str, Any]] = {
     "gpu-keda": {},
     "gpu-hpa": {"autoscaling": {"mode": "hpa"}},
@@ -38,11 +39,23 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "replicas": 2,
         "monitoring": {"serviceMonitor": False, "dashboard": False},
     },
+    # env=prod's defaults (two replicas at least), internal.
+    "prod": {},
+    # env=prod, internet-facing: TLS on 443 and the API key (on by default when internet-facing).
+    "prod-public-tls": {
+        "exposure": {
+            "scheme": "internet-facing",
+            "sourceRanges": ["203.0.113.0/24", "198.51.100.0/24"],
+            "certificateArn": CERTIFICATE_ARN,
+        },
+    },
 }
+#: Variants rendered with env=prod's defaults (config/app.py tells the inference section it is prod).
+PRODUCTION = frozenset({"prod", "prod-public-tls"})
 
 
-def config_of(section: Mapping[str, Any]) -> InferenceConfig:
-    return InferenceConfig.load(dict(section))
+def config_of(section: Mapping[str, Any], *, production: bool = False) -> InferenceConfig:
+    return InferenceConfig.load(dict(section), context={"production": production})
 
 
 def render(config: InferenceConfig | None = None, **props: Any) -> Manifests:

@@ -8,7 +8,16 @@ import pytest
 
 from config.errors import ConfigError
 from config.inference import InferenceConfig
-from tests.charts.manifests import IMAGE, Manifests, by_kind, config_of, one, pod_spec, render
+from tests.charts.manifests import (
+    CERTIFICATE_ARN,
+    IMAGE,
+    Manifests,
+    by_kind,
+    config_of,
+    one,
+    pod_spec,
+    render,
+)
 
 SEL = 'namespace="llama",pod=~"my-llama-[a-z0-9]+-[a-z0-9]+"'
 
@@ -44,9 +53,13 @@ def test_default_renders_the_full_gpu_keda_service(default: Manifests) -> None:
             assert m["metadata"]["namespace"] == "llama"
 
 
-def test_namespace_enforces_restricted_pod_security(default: Manifests) -> None:
+def test_namespace_enforces_restricted_pod_security_and_nlb_readiness_gates(default: Manifests) -> None:
     labels = one(default, "Namespace")["metadata"]["labels"]
-    assert labels == {f"pod-security.kubernetes.io/{m}": "restricted" for m in ("enforce", "audit", "warn")}
+    assert labels == {
+        **{f"pod-security.kubernetes.io/{m}": "restricted" for m in ("enforce", "audit", "warn")},
+        # The LB controller's pod webhook selects namespaces by exactly this label (chart 3.5.0 default).
+        "elbv2.k8s.aws/pod-readiness-gate-inject": "enabled",
+    }
 
 
 def test_service_account_has_no_token(default: Manifests) -> None:
@@ -121,25 +134,33 @@ def test_probes_cover_load_and_split_liveness_from_readiness(default: Manifests)
     assert c["livenessProbe"]["periodSeconds"] * c["livenessProbe"]["failureThreshold"] == 60
 
 
-def test_graceful_shutdown_budget(default: Manifests) -> None:
-    spec = pod_spec(default)
-    pre_stop = server(default)["lifecycle"]["preStop"]
-    assert pre_stop == {"sleep": {"seconds": 15}}
-    # grace >= preStop + the server's drain timeout (60 s), with margin.
-    assert spec["terminationGracePeriodSeconds"] == 80
-    assert spec["terminationGracePeriodSeconds"] >= 15 + int(
-        env(server(default))["MODEL_SERVER_DRAIN_TIMEOUT_S"]
-    )
+def target_group_attributes(manifests: Manifests) -> dict[str, str]:
+    text = one(manifests, "Service")["metadata"]["annotations"][
+        "service.beta.kubernetes.io/aws-load-balancer-target-group-attributes"
+    ]
+    return dict(pair.split("=", 1) for pair in text.split(","))
+
+
+@pytest.mark.parametrize("variant", ["gpu-keda", "prod"])
+def test_graceful_shutdown_fits_a_spot_interruption(rendered: dict[str, Manifests], variant: str) -> None:
+    m = rendered[variant]
+    grace = pod_spec(m)["terminationGracePeriodSeconds"]
+    pre_stop = server(m)["lifecycle"]["preStop"]["sleep"]["seconds"]
+    drain = int(env(server(m))["MODEL_SERVER_DRAIN_TIMEOUT_S"])
+    assert (pre_stop, drain, grace) == (15, 60, 85)
+    # The server's drain and what follows it (cancel <= 5 s, connections closed <= 5 s) end before SIGKILL ...
+    assert grace >= pre_stop + drain + 10
+    # ... and all of it fits in a spot interruption's 2-minute notice, less Karpenter's reaction (20 s).
+    assert grace <= 120 - 20
+    # The NLB keeps a deregistered pod's connections for as long as the pod may still be draining them.
+    assert target_group_attributes(m)["deregistration_delay.timeout_seconds"] == str(grace)
 
 
 def test_grace_period_follows_config() -> None:
     m = render(config_of({"server": {"drainTimeoutSeconds": 300}, "preStopSeconds": 20}))
-    assert pod_spec(m)["terminationGracePeriodSeconds"] == 325
+    assert pod_spec(m)["terminationGracePeriodSeconds"] == 330
     assert server(m)["lifecycle"]["preStop"] == {"sleep": {"seconds": 20}}
-    ann = one(m, "Service")["metadata"]["annotations"]
-    assert ann["service.beta.kubernetes.io/aws-load-balancer-target-group-attributes"] == (
-        "deregistration_delay.timeout_seconds=300"
-    )
+    assert target_group_attributes(m)["deregistration_delay.timeout_seconds"] == "330"
 
 
 @pytest.mark.parametrize("container", ["server", "fetch-model"])
@@ -179,22 +200,85 @@ def test_cpu_node_selector() -> None:
     assert "tolerations" not in pod_spec(m)
 
 
-def test_topology_spread_over_zones_and_nodes(default: Manifests) -> None:
-    constraints = pod_spec(default)["topologySpreadConstraints"]
-    assert [(c["topologyKey"], c["whenUnsatisfiable"], c["maxSkew"]) for c in constraints] == [
-        ("topology.kubernetes.io/zone", "ScheduleAnyway", 1),
-        ("kubernetes.io/hostname", "ScheduleAnyway", 1),
-    ]
-    assert all(c["labelSelector"] == {"matchLabels": {"app": "my-llama"}} for c in constraints)
+@pytest.mark.parametrize("variant", ["gpu-keda", "prod", "cpu"])
+def test_replicas_spread_over_zones_then_nodes(rendered: dict[str, Manifests], variant: str) -> None:
+    zone, node = pod_spec(rendered[variant])["topologySpreadConstraints"]
+    per_revision = {
+        "labelSelector": {"matchLabels": {"app": "my-llama"}},
+        "matchLabelKeys": ["pod-template-hash"],
+    }
+    # Required: a zone's outage never takes every replica; a second replica never joins the first one's
+    # zone, even where kube-scheduler sees nodes in one zone only (minDomains).
+    assert zone == {
+        "maxSkew": 1,
+        "topologyKey": "topology.kubernetes.io/zone",
+        "whenUnsatisfiable": "DoNotSchedule",
+        "minDomains": 2,
+        **per_revision,
+    }
+    assert node == {
+        "maxSkew": 1,
+        "topologyKey": "kubernetes.io/hostname",
+        "whenUnsatisfiable": "ScheduleAnyway",
+        **per_revision,
+    }
 
 
-def test_pdb_allows_one_disruption(default: Manifests) -> None:
-    pdb = one(default, "PodDisruptionBudget")
-    assert pdb["spec"] == {
+def test_zone_spread_can_be_a_preference() -> None:
+    zone, _ = pod_spec(render(config_of({"zoneSpread": "ScheduleAnyway"})))["topologySpreadConstraints"]
+    assert zone["whenUnsatisfiable"] == "ScheduleAnyway"
+    assert "minDomains" not in zone  # the API server refuses minDomains without DoNotSchedule
+
+
+@pytest.mark.parametrize(
+    ("variant", "budget"), [("prod", {"minAvailable": 1}), ("minimal", {"minAvailable": 1})]
+)
+def test_pdb_keeps_one_replica_of_two_or_more(
+    rendered: dict[str, Manifests], variant: str, budget: dict
+) -> None:
+    assert one(rendered[variant], "PodDisruptionBudget")["spec"] == {
+        **budget,
+        "selector": {"matchLabels": {"app": "my-llama"}},
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
+    }
+
+
+@pytest.mark.parametrize("variant", ["gpu-keda", "public-scale-to-zero"])
+def test_pdb_of_a_single_replica_never_blocks_a_drain(rendered: dict[str, Manifests], variant: str) -> None:
+    # minAvailable 1 over one pod would refuse every eviction: node drains and upgrades would hang.
+    assert one(rendered[variant], "PodDisruptionBudget")["spec"] == {
         "maxUnavailable": 1,
         "selector": {"matchLabels": {"app": "my-llama"}},
         "unhealthyPodEvictionPolicy": "AlwaysAllow",
     }
+
+
+def test_prod_runs_two_replicas_at_least(rendered: dict[str, Manifests]) -> None:
+    spec = one(rendered["prod"], "ScaledObject")["spec"]
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 5)
+    # KEDA's fallback holds at least the floor while Prometheus cannot be queried.
+    assert spec["fallback"]["replicas"] == 2
+
+
+def test_rollout_strategy_follows_the_capacity() -> None:
+    from charts.inference import Rollout
+
+    surge = render(InferenceConfig())
+    assert one(surge, "Deployment")["spec"]["strategy"]["rollingUpdate"] == {
+        "maxSurge": 1,
+        "maxUnavailable": 0,
+    }
+    in_place = render(InferenceConfig(), rollout=Rollout(max_surge=0, max_unavailable=1))
+    assert one(in_place, "Deployment")["spec"]["strategy"]["rollingUpdate"] == {
+        "maxSurge": 0,
+        "maxUnavailable": 1,
+    }
+    with pytest.raises(ConfigError) as err:
+        Rollout(max_surge=0, max_unavailable=0)
+    assert str(err.value) == (
+        "Invalid config 'inference.rollout': {'maxSurge': 0, 'maxUnavailable': 0}. "
+        "Allowed: non-negative maxSurge and maxUnavailable, not both 0."
+    )
 
 
 def test_service_is_an_internal_nlb_80_to_5000(default: Manifests) -> None:
@@ -211,6 +295,26 @@ def test_service_is_an_internal_nlb_80_to_5000(default: Manifests) -> None:
     assert ann[p + "nlb-target-type"] == "ip"
     assert ann[p + "healthcheck-path"] == "/readyz"
     assert ann[p + "healthcheck-protocol"] == "HTTP"
+    assert target_group_attributes(default)["preserve_client_ip.enabled"] == "false"
+    assert not any(key.startswith(p + "ssl-") for key in ann)  # no TLS without a certificate
+
+
+def test_tls_listener_on_443_with_a_tls13_policy(rendered: dict[str, Manifests]) -> None:
+    m = rendered["prod-public-tls"]
+    svc = one(m, "Service")
+    ann = svc["metadata"]["annotations"]
+    p = "service.beta.kubernetes.io/aws-load-balancer-"
+    assert ann[p + "scheme"] == "internet-facing"
+    assert ann[p + "ssl-cert"] == CERTIFICATE_ARN
+    assert ann[p + "ssl-ports"] == "443"
+    assert ann[p + "ssl-negotiation-policy"] == "ELBSecurityPolicy-TLS13-1-2-PQ-2025-09"
+    # One listener, TLS: no plain-text port on an internet-facing NLB.
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 443, "protocol": "TCP", "targetPort": 5000}]
+    assert svc["spec"]["loadBalancerSourceRanges"] == ["203.0.113.0/24", "198.51.100.0/24"]
+    # Internet-facing: the API key is on (its default there) and mounted.
+    assert env(server(m))["MODEL_SERVER_API_KEY_FILE"] == "/var/run/secrets/model-server/api-key"
+    # Prometheus still scrapes the pods by the Service port's name.
+    assert one(m, "ServiceMonitor")["spec"]["endpoints"][0]["port"] == "http"
 
 
 def test_internet_facing_only_with_explicit_cidrs(rendered: dict[str, Manifests]) -> None:
@@ -293,6 +397,18 @@ def test_scaled_object_triggers_and_pacing(default: Manifests) -> None:
 def test_scale_to_zero(rendered: dict[str, Manifests]) -> None:
     spec = one(rendered["public-scale-to-zero"], "ScaledObject")["spec"]
     assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (0, 3)
+    # A fallback of 0 would let KEDA read failing triggers as idle and scale the service to zero.
+    assert spec["fallback"]["replicas"] == 1
+
+
+def test_keda_holds_the_replicas_when_prometheus_fails(default: Manifests) -> None:
+    spec = one(default, "ScaledObject")["spec"]
+    assert spec["fallback"] == {"failureThreshold": 3, "replicas": 1, "behavior": "currentReplicasIfHigher"}
+    # KEDA 2.20 needs one trigger that is not cpu/memory for a fallback; every trigger queries Prometheus,
+    # so a Prometheus outage fails them all together and the fallback holds what runs.
+    assert {t["type"] for t in spec["triggers"]} == {"prometheus"}
+    # Empty answers are zeros, not failures: a service scaled to zero has no series and must stay there.
+    assert all(t["metadata"]["ignoreNullValues"] == "true" for t in spec["triggers"])
 
 
 def test_hpa_is_the_seed_ch6_hpa(rendered: dict[str, Manifests]) -> None:

@@ -95,7 +95,14 @@ def test_the_drain_budget_reaches_server_nlb_and_grace_period() -> None:
     m = render(config)
     server, _ = _containers(m)
     assert server["MODEL_SERVER_DRAIN_TIMEOUT_S"] == "90"
-    assert pod_spec(m)["terminationGracePeriodSeconds"] == 10 + 90 + 5
+    # Grace: preStop + drain + 10 s for the server's cancel and close after the drain timeout.
+    assert pod_spec(m)["terminationGracePeriodSeconds"] == 10 + 90 + 10
+    # The NLB keeps a deregistered pod's connections for the whole grace period.
+    (service,) = [x for x in m if x["kind"] == "Service"]
+    attributes = service["metadata"]["annotations"][
+        "service.beta.kubernetes.io/aws-load-balancer-target-group-attributes"
+    ]
+    assert "deregistration_delay.timeout_seconds=110" in attributes.split(",")
 
 
 def test_the_default_model_is_the_one_the_fetcher_knows() -> None:

@@ -36,7 +36,8 @@ def test_defaults_are_the_production_gpu_service() -> None:
     assert c.model.uri == DEFAULT_MODEL_URI and c.model.file_name == "llama-2-7b-chat.Q2_K.gguf"
     assert not c.vpa.enabled and not c.api_key.enabled
     assert c.api_key.secret_name == "my-llama-api-key"
-    assert c.termination_grace_seconds == 15 + 60 + 5
+    assert c.termination_grace_seconds == 15 + 60 + 10
+    assert c.zone_spread == "DoNotSchedule" and not c.registry_scan_on_push
 
 
 def test_cpu_defaults_to_the_seed_hpa() -> None:
@@ -71,7 +72,7 @@ def test_full_section_is_read() -> None:
     assert c.autoscaling.min_replicas == 0 and c.autoscaling.keda.queue_per_replica == 3
     assert c.autoscaling.keda.cooldown_seconds == 600 and c.autoscaling.keda.in_flight_per_replica == 4
     assert c.vpa.enabled and c.api_key.secret_name == "chat-api-key"
-    assert c.termination_grace_seconds == 15 + 120 + 5
+    assert c.termination_grace_seconds == 15 + 120 + 10
 
 
 BAD: list[tuple[dict[str, Any], str]] = [
@@ -132,6 +133,43 @@ BAD: list[tuple[dict[str, Any], str]] = [
         "bits zero, such as 10.0.0.0/16.",
     ),
     (
+        {"exposure": {"certificateArn": "arn:aws:acm:us-west-2:111111111111:certificate/abc"}},
+        "Invalid config 'inference.exposure.certificateArn': 'arn:aws:acm:us-west-2:111111111111:certificate/"
+        "abc'. Allowed: an ACM certificate ARN (arn:aws:acm:REGION:ACCOUNT:certificate/ID) of the stack's "
+        "region.",
+    ),
+    (
+        {"exposure": {"tlsPolicy": "ELBSecurityPolicy-2016-08"}},
+        "Invalid config 'inference.exposure.tlsPolicy': 'ELBSecurityPolicy-2016-08'. Allowed: one of "
+        "['ELBSecurityPolicy-TLS13-1-2-2021-06', 'ELBSecurityPolicy-TLS13-1-2-Ext1-2021-06', "
+        "'ELBSecurityPolicy-TLS13-1-2-Ext1-PQ-2025-09', 'ELBSecurityPolicy-TLS13-1-2-Ext2-2021-06', "
+        "'ELBSecurityPolicy-TLS13-1-2-Ext2-PQ-2025-09', 'ELBSecurityPolicy-TLS13-1-2-FIPS-2023-04', "
+        "'ELBSecurityPolicy-TLS13-1-2-FIPS-PQ-2025-09', 'ELBSecurityPolicy-TLS13-1-2-PQ-2025-09', "
+        "'ELBSecurityPolicy-TLS13-1-2-Res-2021-06', 'ELBSecurityPolicy-TLS13-1-2-Res-FIPS-2023-04', "
+        "'ELBSecurityPolicy-TLS13-1-2-Res-FIPS-PQ-2025-09', 'ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09', "
+        "'ELBSecurityPolicy-TLS13-1-3-2021-06', 'ELBSecurityPolicy-TLS13-1-3-FIPS-2023-04', "
+        "'ELBSecurityPolicy-TLS13-1-3-FIPS-PQ-2025-09', 'ELBSecurityPolicy-TLS13-1-3-PQ-2025-09'].",
+    ),
+    (
+        {"exposure": {"domainName": "Llama.Example.com"}},
+        "Invalid config 'inference.exposure.domainName': 'Llama.Example.com'. Allowed: a lower-case DNS name "
+        "such as llama.example.com.",
+    ),
+    (
+        {
+            "exposure": {"scheme": "internet-facing", "sourceRanges": ["203.0.113.0/24"]},
+            "apiKey": {"enabled": False},
+        },
+        "Invalid config 'inference.apiKey.enabled': False. Allowed: true when inference.exposure.scheme is "
+        "'internet-facing': an endpoint reachable from the internet requires the bearer token (create the "
+        "Secret 'my-llama-api-key' first: docs/runbook.md).",
+    ),
+    (
+        {"zoneSpread": "Required"},
+        "Invalid config 'inference.zoneSpread': 'Required'. Allowed: one of ['DoNotSchedule', "
+        "'ScheduleAnyway'].",
+    ),
+    (
         {"exposure": {"scheme": "public"}},
         "Invalid config 'inference.exposure.scheme': 'public'. "
         "Allowed: one of ['internal', 'internet-facing'].",
@@ -176,8 +214,8 @@ BAD: list[tuple[dict[str, Any], str]] = [
         {"autoscalling": {}},
         "Invalid config 'inference.autoscalling': {}. Allowed: known keys of 'inference' are ['accelerator', "
         "'apiKey', 'autoscaling', 'exposure', 'model', 'monitoring', 'name', 'namespace', 'preStopSeconds', "
-        "'replicas', 'resources', 'server', 'startupTimeoutSeconds', 'terminationGracePeriodSeconds', "
-        "'vpa'].",
+        "'registryScanOnPush', 'replicas', 'resources', 'server', 'startupTimeoutSeconds', "
+        "'terminationGracePeriodSeconds', 'vpa', 'zoneSpread'].",
     ),
     (
         {"autoscaling": {"keda": {"threshold": 3}}},
@@ -200,6 +238,35 @@ def test_open_internet_is_an_explicit_choice() -> None:
         {"exposure": {"scheme": "internet-facing", "sourceRanges": ["0.0.0.0/0"], "allowAnySource": True}}
     )
     assert c.exposure.source_ranges == ("0.0.0.0/0",)
+
+
+def test_internet_facing_turns_the_api_key_on() -> None:
+    public = config_of({"exposure": {"scheme": "internet-facing", "sourceRanges": ["203.0.113.0/24"]}})
+    assert public.api_key.enabled and public.api_key.secret_name == "my-llama-api-key"
+    assert "enabled" not in public.api_key.model_fields_set  # a default, not something the user wrote
+    assert not config_of({}).api_key.enabled
+    assert config_of({"apiKey": {"enabled": True}}).api_key.enabled  # internal with a key is fine
+
+
+def test_tls_settings() -> None:
+    arn = "arn:aws:acm:eu-west-1:111111111111:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
+    c = config_of({"exposure": {"certificateArn": arn, "domainName": "llama.example.com"}})
+    assert (c.exposure.tls, c.exposure.port, c.exposure.url_scheme) == (True, 443, "https")
+    assert c.exposure.certificate_region == "eu-west-1"
+    assert c.exposure.tls_policy == "ELBSecurityPolicy-TLS13-1-2-PQ-2025-09"
+    plain = config_of({}).exposure
+    assert (plain.tls, plain.port, plain.url_scheme, plain.certificate_region) == (False, 80, "http", None)
+
+
+def test_production_defaults() -> None:
+    prod = config_of({}, production=True)
+    assert (prod.autoscaling.min_replicas, prod.fewest_replicas, prod.replicas) == (2, 2, 2)
+    assert config_of({"autoscaling": {"mode": "none"}}, production=True).fewest_replicas == 2
+    assert config_of({"autoscaling": {"mode": "hpa"}}, production=True).autoscaling.min_replicas == 2
+    dev = config_of({})
+    assert (dev.autoscaling.min_replicas, dev.fewest_replicas, dev.replicas) == (1, 1, 1)
+    # What the user writes wins (the environment's rule then says whether it is allowed: config/app.py).
+    assert config_of({"autoscaling": {"minReplicas": 3}}, production=True).fewest_replicas == 3
 
 
 def test_models_validate_when_built_directly() -> None:
@@ -272,7 +339,7 @@ def test_cross_rules_accept_what_fits() -> None:
     config_of({"autoscaling": {"mode": "hpa", "keda": {"inFlightPerReplica": 8}}})
     config_of({"server": {"maxConcurrency": 2}, "autoscaling": {"keda": {"inFlightPerReplica": 2}}})
     # A longer drain moves the default grace period along; a generous explicit one is kept.
-    assert config_of({"server": {"drainTimeoutSeconds": 300}}).termination_grace_seconds == 15 + 300 + 5
+    assert config_of({"server": {"drainTimeoutSeconds": 300}}).termination_grace_seconds == 15 + 300 + 10
     assert config_of({"terminationGracePeriodSeconds": 600}).termination_grace_seconds == 600
     # The default startup budget covers the seed's 3 GiB model; 100 GiB needs more, and fits when given.
     config_of({"model": {"sizeGiB": 100}, "startupTimeoutSeconds": 2600})

@@ -276,10 +276,15 @@ def _stage(pipeline_changes: dict[str, Any], **overrides: Any) -> tuple[Any, Any
     return load_config({**context, "env": "prod"}), load_pipeline_config(context)
 
 
+#: Internet-facing as env=prod allows it (TLS); the API key is on there by default.
 INTERNET = {
     "inference.exposure.scheme": "internet-facing",
     "inference.exposure.sourceRanges": ["203.0.113.0/24"],
+    "inference.exposure.certificateArn": (
+        "arn:aws:acm:us-west-2:111111111111:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
+    ),
 }
+API_KEY_SECRET = "arn:aws:secretsmanager:us-west-2:111111111111:secret:llama-api-key-AbCdEf"
 
 
 @pytest.mark.parametrize(
@@ -287,14 +292,13 @@ INTERNET = {
     [
         ("auto", {}, "kubernetes-api"),
         ("auto", INTERNET, "endpoint"),
-        ("kubernetesApi", INTERNET, "kubernetes-api"),
         ("endpoint", INTERNET, "endpoint"),
     ],
 )
 def test_smoke_via(via: str, overrides: dict[str, Any], expected: str) -> None:
     from stacks.pipeline.compose import smoke_access
 
-    config, pipeline = _stage({"smokeTest": {"via": via}}, **overrides)
+    config, pipeline = _stage({"smokeTest": {"via": via, "apiKeySecretArn": API_KEY_SECRET}}, **overrides)
     access = smoke_access("prod", config, pipeline)
     assert access is not None
     assert (access.via, access.pipeline_account, access.pipeline_name) == (
@@ -333,6 +337,14 @@ def test_smoke_off_means_no_access() -> None:
             {},
             {"inference.apiKey.enabled": True},
             "Invalid config 'pipeline.smokeTest.via': 'auto'. "
+            "Allowed: 'endpoint' (with an internet-facing NLB) for stage 'prod': inference.apiKey.enabled "
+            "needs the bearer header, which the API server's proxy does not pass on.",
+        ),
+        (
+            # Internet-facing turns the API key on: the API server's proxy cannot carry it.
+            {"via": "kubernetesApi"},
+            INTERNET,
+            "Invalid config 'pipeline.smokeTest.via': 'kubernetesApi'. "
             "Allowed: 'endpoint' (with an internet-facing NLB) for stage 'prod': inference.apiKey.enabled "
             "needs the bearer header, which the API server's proxy does not pass on.",
         ),

@@ -27,7 +27,7 @@ import copy
 import functools
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jsonschema
 import yaml
@@ -154,13 +154,10 @@ def _crd_documents(crd_dir: Path) -> Iterator[dict[str, Any]]:
                     yield doc
 
 
-@functools.cache
-def served_schemas(crd_dir: Path = CRD_DIR) -> dict[tuple[str, str], dict[str, Any]]:
-    """``{(apiVersion, kind): openAPIV3Schema}`` for every served version of every CRD in ``crd_dir``."""
-    if not crd_dir.is_dir():
-        raise FileNotFoundError(f"CRD folder not found: {crd_dir} (expected ../shared/crds beside the repo)")
+def schemas_of(crds: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """``{(apiVersion, kind): openAPIV3Schema}`` for every served version of the given CRD documents."""
     schemas: dict[tuple[str, str], dict[str, Any]] = {}
-    for crd in _crd_documents(crd_dir):
+    for crd in crds:
         group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
         for version in crd["spec"]["versions"]:
             if version.get("served"):
@@ -169,14 +166,14 @@ def served_schemas(crd_dir: Path = CRD_DIR) -> dict[tuple[str, str], dict[str, A
 
 
 @functools.cache
-def _validator(
-    api_version: str, kind: str, crd_dir: Path
-) -> tuple[dict[str, Any], jsonschema.Draft4Validator]:
-    schemas = served_schemas(crd_dir)
-    if (api_version, kind) not in schemas:
-        known = sorted(f"{a} {k}" for a, k in schemas)
-        raise CrdValidationError(f"{kind} ({api_version})", [("", f"no served CRD version; known: {known}")])
-    raw = schemas[(api_version, kind)]
+def served_schemas(crd_dir: Path = CRD_DIR) -> dict[tuple[str, str], dict[str, Any]]:
+    """``{(apiVersion, kind): openAPIV3Schema}`` for every served version of every CRD in ``crd_dir``."""
+    if not crd_dir.is_dir():
+        raise FileNotFoundError(f"CRD folder not found: {crd_dir} (expected ../shared/crds beside the repo)")
+    return schemas_of(_crd_documents(crd_dir))
+
+
+def _compile(api_version: str, kind: str, raw: Mapping[str, Any]) -> jsonschema.Draft4Validator:
     strict = strict_schema(raw)
     strict.setdefault("properties", {})
     strict["properties"]["metadata"] = _OBJECT_META
@@ -185,17 +182,37 @@ def _validator(
     strict["additionalProperties"] = False
     strict["required"] = sorted({*strict.get("required", []), "apiVersion", "kind", "metadata"})
     jsonschema.Draft4Validator.check_schema(strict)
-    return raw, jsonschema.Draft4Validator(strict, format_checker=jsonschema.Draft4Validator.FORMAT_CHECKER)
+    return jsonschema.Draft4Validator(strict, format_checker=jsonschema.Draft4Validator.FORMAT_CHECKER)
 
 
-def validate(resource: Mapping[str, Any], crd_dir: Path = CRD_DIR) -> dict[str, Any]:
-    """Validate one custom resource strictly; return a defaulted copy or raise :class:`CrdValidationError`."""
+def _unknown(api_version: str, kind: str, schemas: Mapping[tuple[str, str], Any]) -> CrdValidationError:
+    known = sorted(f"{a} {k}" for a, k in schemas)
+    return CrdValidationError(f"{kind} ({api_version})", [("", f"no served CRD version; known: {known}")])
+
+
+@functools.cache
+def _validator(
+    api_version: str, kind: str, crd_dir: Path
+) -> tuple[dict[str, Any], jsonschema.Draft4Validator]:
+    schemas = served_schemas(crd_dir)
+    if (api_version, kind) not in schemas:
+        raise _unknown(api_version, kind, schemas)
+    raw = schemas[(api_version, kind)]
+    return raw, _compile(api_version, kind, raw)
+
+
+def _ident(resource: Mapping[str, Any]) -> tuple[str, Any, Any]:
     api_version, kind = resource.get("apiVersion"), resource.get("kind")
     name = (resource.get("metadata") or {}).get("name", "<unnamed>")
     ident = f"{kind}/{name} ({api_version})"
     if not isinstance(api_version, str) or not isinstance(kind, str):
         raise CrdValidationError(ident, [("", "apiVersion and kind are required strings")])
-    raw, validator = _validator(api_version, kind, crd_dir)
+    return ident, api_version, kind
+
+
+def _check(
+    ident: str, resource: Mapping[str, Any], raw: Mapping[str, Any], validator: jsonschema.Draft4Validator
+) -> dict[str, Any]:
     defaulted = apply_defaults(raw, copy.deepcopy(dict(resource)))
     errors = sorted(
         ("$" + "".join(f"[{p!r}]" for p in err.absolute_path), err.message)
@@ -204,6 +221,36 @@ def validate(resource: Mapping[str, Any], crd_dir: Path = CRD_DIR) -> dict[str, 
     if errors:
         raise CrdValidationError(ident, errors)
     return defaulted
+
+
+def validate(resource: Mapping[str, Any], crd_dir: Path = CRD_DIR) -> dict[str, Any]:
+    """Validate one custom resource strictly; return a defaulted copy or raise :class:`CrdValidationError`."""
+    ident, api_version, kind = _ident(resource)
+    raw, validator = _validator(api_version, kind, crd_dir)
+    return _check(ident, resource, raw, validator)
+
+
+class CrdSet:
+    """The served versions of some CRD documents held in memory (e.g. the CRDs Helm charts install),
+    each version's strict validator compiled once. ``validate`` behaves like :func:`validate`."""
+
+    #: id(schema) -> (schema, validator): sets built from the same parsed CRDs share compiled validators.
+    _compiled: ClassVar[dict[int, tuple[Mapping[str, Any], jsonschema.Draft4Validator]]] = {}
+
+    def __init__(self, crds: Iterable[Mapping[str, Any]]) -> None:
+        self.schemas = schemas_of(crds)
+
+    def __contains__(self, api_version_kind: object) -> bool:
+        return api_version_kind in self.schemas
+
+    def validate(self, resource: Mapping[str, Any]) -> dict[str, Any]:
+        ident, api_version, kind = _ident(resource)
+        raw = self.schemas.get((api_version, kind))
+        if raw is None:
+            raise _unknown(api_version, kind, self.schemas)
+        if id(raw) not in self._compiled:
+            self._compiled[id(raw)] = (raw, _compile(api_version, kind, raw))
+        return _check(ident, resource, raw, self._compiled[id(raw)][1])
 
 
 def validate_all(resources: Iterable[Mapping[str, Any]], crd_dir: Path = CRD_DIR) -> list[dict[str, Any]]:

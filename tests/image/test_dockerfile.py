@@ -1,4 +1,7 @@
-"""model_server/Dockerfile without building it: the contract it pins, shell syntax of every RUN, checkov."""
+"""The Dockerfiles without building them: the contract each pins, shell syntax of every RUN, checkov.
+
+model_server/Dockerfile here; chat_ui/Dockerfile's contract is in test_chat_ui_dockerfile.py, which reuses
+`instructions()`/`stages()` of tools/imagekit.py; checkov runs on both here."""
 
 from __future__ import annotations
 
@@ -6,44 +9,27 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tools"))
+import imagekit  # noqa: E402
+
 DOCKERFILE = REPO / "model_server" / "Dockerfile"
 CHECKOV = REPO / ".venv" / "checkov" / "bin" / "checkov"
 REQUIRED = os.environ.get("LLAMA_EKS_IMAGE_TEST") == "required"
 
 
 def instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
-    out: list[tuple[str, str]] = []
-    buf = ""
-    for raw in DOCKERFILE.read_text().splitlines():
-        line = raw.strip()
-        if not buf and (not line or line.startswith("#")):
-            continue
-        if buf and line.startswith("#"):
-            continue  # comment inside a continued instruction
-        if line.endswith("\\"):
-            buf += line[:-1] + " "
-            continue
-        buf += line
-        keyword, _, rest = buf.partition(" ")
-        out.append((keyword.upper(), rest.strip()))
-        buf = ""
-    return out
+    """(INSTRUCTION, arguments) pairs of model_server/Dockerfile."""
+    return imagekit.dockerfile_instructions(DOCKERFILE)
 
 
 def stages() -> list[list[tuple[str, str]]]:
-    result: list[list[tuple[str, str]]] = []
-    for item in instructions():
-        if item[0] == "FROM":
-            result.append([])
-        if result:
-            result[-1].append(item)
-    return result
+    return imagekit.dockerfile_stages(DOCKERFILE)
 
 
 def args_with_defaults() -> dict[str, str]:
@@ -116,7 +102,8 @@ def test_dockerignore_keeps_models_and_caches_out() -> None:
     assert not any("wheelhouse" in p for p in patterns)  # the builder stage needs it
 
 
-def test_checkov_dockerfile_checks() -> None:
+@pytest.mark.parametrize("dockerfile", ["model_server/Dockerfile", "chat_ui/Dockerfile"])
+def test_checkov_dockerfile_checks(dockerfile: str) -> None:
     if not CHECKOV.exists():
         message = (
             f"{CHECKOV} missing: `make deps` installs checkov in its own venv (its pins clash with pytest)"
@@ -128,7 +115,7 @@ def test_checkov_dockerfile_checks() -> None:
         [
             str(CHECKOV),
             "-f",
-            str(DOCKERFILE),
+            str(REPO / dockerfile),
             "--framework",
             "dockerfile",
             "--output",

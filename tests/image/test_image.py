@@ -22,11 +22,12 @@ from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import imagekit
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "model_server"))
+sys.path.insert(0, str(REPO / "tools"))
+import imagekit  # noqa: E402  (tools/imagekit.py: the image build and run helper)
 from tiny_model import write_tiny_llama  # noqa: E402  (the model server tests' seeded random GGUF)
 
 REQUIRED = os.environ.get("LLAMA_EKS_IMAGE_TEST") == "required"
@@ -216,24 +217,8 @@ def server(
         },
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
     try:
-        while True:
-            state = imagekit.container_state(env, name)
-            if not state["Running"]:
-                logs = imagekit.podman(env, "logs", name, check=False)
-                pytest.fail(
-                    f"container exited ({state['ExitCode']}) before ready:\n{logs.stdout}{logs.stderr}"
-                )
-            try:
-                if http("GET", f"{url}/readyz", timeout=5)[0] == 200:
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                logs = imagekit.podman(env, "logs", name, check=False)
-                pytest.fail(f"not ready in 180s:\n{logs.stdout[-3000:]}{logs.stderr[-3000:]}")
-            time.sleep(0.5)
+        state = imagekit.wait_ready(env, name, f"{url}/readyz", timeout=180)
         yield {"url": url, "name": name, "pid": state["Pid"]}
     finally:
         imagekit.podman(env, "rm", "-f", "--time", "5", name, check=False)

@@ -181,7 +181,8 @@ def test_gpu_nodegroup_matches_seed_chapter_5(gpu_resources: dict[str, Any]) -> 
     assert props["AmiType"] == "AL2023_x86_64_NVIDIA"
     assert props["CapacityType"] == "SPOT"
     assert props["InstanceTypes"] == ["g6.2xlarge"]
-    assert props["ScalingConfig"] == {"MinSize": 0, "DesiredSize": 1, "MaxSize": 2}
+    # Seed ch5's 0/1/2, with the variant's desiredSize 2: env=prod runs two replicas, one GPU node each.
+    assert props["ScalingConfig"] == {"MinSize": 0, "DesiredSize": 2, "MaxSize": 2}
     assert props["Taints"] == [{"Effect": "NO_SCHEDULE", "Key": "nvidia.com/gpu", "Value": "true"}]
     assert props["Labels"] == {"llama-eks/node-class": "gpu"}
 

@@ -94,11 +94,17 @@ def test_in_stack_dependency_order(template: dict[str, Any]) -> None:
     res = template["Resources"]
     ids = LOGICAL_IDS
     assert res[ids["Base"]].get("DependsOn") is None
-    assert res[ids["Workload"]]["DependsOn"] == [ids["Base"]]
     assert res[ids["Service"]]["DependsOn"] == [ids["Base"]]
+    # The NLB's hostname is in the Service's status once the controller has made the NLB, its target
+    # group and the TargetGroupBinding ...
+    assert res[ids["Endpoint"]]["DependsOn"] == [ids["Service"]]
+    # ... and only then are the pods created: each gets the target-health readiness gate, so a rollout
+    # never stops an old pod while its replacement's NLB target is still `initial`.
+    assert sorted(res[ids["Workload"]]["DependsOn"]) == sorted([ids["Base"], ids["Service"], ids["Endpoint"]])
     assert res[ids["Autoscaling"]]["DependsOn"] == [ids["Workload"]]
     assert res[ids["Monitoring"]]["DependsOn"] == [ids["Base"]]
-    assert res[ids["Endpoint"]]["DependsOn"] == [ids["Service"]]
+    (namespace, _) = manifest_of(res[ids["Base"]])
+    assert namespace["metadata"]["labels"]["elbv2.k8s.aws/pod-readiness-gate-inject"] == "enabled"
 
 
 def test_cross_stack_dependencies_on_the_addons(synthesized: Synthesized) -> None:
@@ -139,6 +145,7 @@ def test_outputs(template: dict[str, Any]) -> None:
     outputs = template["Outputs"]
     endpoint = {"Fn::GetAtt": [LOGICAL_IDS["Endpoint"], "Value"]}
     assert outputs["EndpointHostname"]["Value"] == endpoint
+    assert outputs["EndpointUrl"]["Value"] == {"Fn::Join": ["", ["http://", endpoint]]}
     curl = outputs["PredictCurl"]["Value"]["Fn::Join"][1]
     assert curl[0] == "curl -X POST http://"
     assert curl[1] == endpoint
@@ -175,19 +182,37 @@ def test_cuda_image_asset_for_linux_amd64(assets: dict[str, Any]) -> None:
     assert dest["repositoryName"].startswith("cdk-hnb659fds-container-assets-")
 
 
-def test_scan_on_push(template: dict[str, Any]) -> None:
-    Template.from_json(template).has_resource_properties(
-        "AWS::ECR::RegistryScanningConfiguration",
-        {
-            "ScanType": "BASIC",
-            "Rules": [
-                {
-                    "ScanFrequency": "SCAN_ON_PUSH",
-                    "RepositoryFilters": [{"Filter": "cdk-*-container-assets-*", "FilterType": "WILDCARD"}],
-                }
-            ],
-        },
-    )
+def test_registry_scanning_is_left_to_the_account_by_default(template: dict[str, Any]) -> None:
+    # One setting per account and region: an environment's stack must not override Inspector enhanced
+    # scanning or fight another environment over it.
+    Template.from_json(template).resource_count_is("AWS::ECR::RegistryScanningConfiguration", 0)
+
+
+@pytest.mark.parametrize("scan_on_push", [True, False])
+def test_registry_scan_on_push_only_when_asked(scan_on_push: bool) -> None:
+    import aws_cdk as cdk
+
+    from stacks.inference.image import ModelServerImage
+
+    stack = cdk.Stack(cdk.App(), "Image")
+    ModelServerImage(stack, "ModelServerImage", gpu=False, scan_on_push=scan_on_push)
+    t = Template.from_stack(stack)
+    t.resource_count_is("AWS::ECR::RegistryScanningConfiguration", 1 if scan_on_push else 0)
+    if scan_on_push:
+        t.has_resource_properties(
+            "AWS::ECR::RegistryScanningConfiguration",
+            {
+                "ScanType": "BASIC",
+                "Rules": [
+                    {
+                        "ScanFrequency": "SCAN_ON_PUSH",
+                        "RepositoryFilters": [
+                            {"Filter": "cdk-*-container-assets-*", "FilterType": "WILDCARD"}
+                        ],
+                    }
+                ],
+            },
+        )
 
 
 def test_no_s3_role_for_an_https_model(template: dict[str, Any]) -> None:
@@ -349,3 +374,66 @@ def test_match_is_used_for_the_seed_service(template: dict[str, Any]) -> None:
     Template.from_json(template).has_resource_properties(
         KUBE, {"Manifest": Match.string_like_regexp(r'"kind":"Service".*aws-load-balancer-type":"external"')}
     )
+
+
+# --- disruption and rollouts: env=prod (the session's second synth, tests/stacks/conftest.py VARIANT) ------
+
+
+def test_prod_serving_survives_a_node_disruption(variant: Synthesized) -> None:
+    resources = variant.template("Inference")["Resources"]
+    deployment, pdb, _ = manifest_of(resources[LOGICAL_IDS["Workload"]])
+    (scaled_object,) = manifest_of(resources[LOGICAL_IDS["Autoscaling"]])
+    # Two replicas at least, never both in one zone, and no voluntary eviction of the last ready one.
+    assert scaled_object["spec"]["minReplicaCount"] == 2
+    assert scaled_object["spec"]["fallback"]["replicas"] == 2
+    zone = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"][0]
+    assert (zone["topologyKey"], zone["whenUnsatisfiable"], zone["minDomains"]) == (
+        "topology.kubernetes.io/zone",
+        "DoNotSchedule",
+        2,
+    )
+    assert pdb["spec"]["minAvailable"] == 1 and "maxUnavailable" not in pdb["spec"]
+    # A spot interruption's 2-minute notice covers preStop + drain (+ Karpenter's reaction).
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 85
+    # The GPU nodegroup has one node per replica and nothing adds one: pods are replaced in place, one at a
+    # time, while the other replica serves.
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+
+
+def test_dev_serving_defaults(template: dict[str, Any]) -> None:
+    deployment, pdb, _ = manifest_of(template["Resources"][LOGICAL_IDS["Workload"]])
+    (scaled_object,) = manifest_of(template["Resources"][LOGICAL_IDS["Autoscaling"]])
+    assert scaled_object["spec"]["minReplicaCount"] == 1
+    assert pdb["spec"]["maxUnavailable"] == 1  # one replica: drains are not blocked (dev)
+    # Karpenter launches a node for the extra pod of a rollout.
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "rollout"),
+    [
+        ({}, (1, 0)),
+        ({"compute.gpuCapacity": "nodegroup"}, (0, 1)),  # one node, one replica: in place (dev)
+        ({"compute.gpuCapacity": "nodegroup", "compute.gpuNodegroup.desiredSize": 2}, (1, 0)),
+        ({"inference.accelerator": "cpu"}, (1, 0)),
+    ],
+)
+def test_rollout_fits_the_capacity(overrides: dict[str, Any], rollout: tuple[int, int]) -> None:
+    import aws_cdk as cdk
+    from constructs import Construct
+
+    from stacks.addons.stack import InstalledAddons
+    from stacks.platform import inference_placement
+
+    root = cdk.App()
+    addon = Construct(root, "Addon")
+    installed = InstalledAddons(
+        karpenter=addon,
+        load_balancer_controller=addon,
+        metrics=addon,
+        nvidia_device_plugin=addon,
+        dcgm_exporter=addon,
+        keda=addon,
+    )
+    placement = inference_placement(_load(overrides), addons=installed, gpu_nodegroup=Construct(root, "Ng"))
+    assert (placement.rollout.max_surge, placement.rollout.max_unavailable) == rollout

@@ -142,14 +142,20 @@ class TinyInference:
         stack = cdk.Stack(scope, "Inference", stack_name=f"{config.stack_prefix}-inference")
         param = ssm.StringParameter(stack, "Endpoint", string_value="llama.example.internal")
         cdk.CfnOutput(stack, "EndpointHostname", value=param.string_value)
+        cdk.CfnOutput(stack, "EndpointUrl", value=f"http://{param.string_value}")
         return stack
 
 
 #: Wiring tests expose the (stand-in) service on an internet-facing NLB: the smoke test goes to the endpoint.
+#: TLS, as env=prod requires there; internet-facing turns the API key on, so the smoke test needs its secret.
 INTERNET_FACING = {
     "inference.exposure.scheme": "internet-facing",
     "inference.exposure.sourceRanges": ["203.0.113.0/24"],
+    "inference.exposure.certificateArn": (
+        "arn:aws:acm:us-west-2:111111111111:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
+    ),
 }
+API_KEY_SECRET = "arn:aws:secretsmanager:us-west-2:111111111111:secret:llama-api-key-AbCdEf"
 
 
 def tiny_builder(calls: list[Any] | None = None) -> Any:

@@ -15,6 +15,7 @@ from config import ConfigError
 from stacks.modes import build_for_mode
 from stacks.pipeline.stage import LlamaStage
 from tests.stacks.pipeline.conftest import (
+    API_KEY_SECRET,
     INTERNET_FACING,
     PIPELINE_SECTION,
     PipelineSynth,
@@ -42,7 +43,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> PipelineSynth:
     """dev -> prod across two accounts, GitHub source, smoke tests on (the defaults)."""
     return synth_pipeline(
         tmp_path_factory.mktemp("tiny"),
-        pipeline_context(**INTERNET_FACING),
+        pipeline_context(_section(smokeTest={"apiKeySecretArn": API_KEY_SECRET}), **INTERNET_FACING),
         builder=tiny_builder(),
         nag=False,
     )
@@ -57,7 +58,7 @@ def test_smoke_test_runs_after_every_stage_with_the_endpoint_output(tiny: Pipeli
         # The stack's outputs are exported as action variables and passed to the step.
         assert deploy["Namespace"]
         env = {e["name"]: e for e in json.loads(smoke["Configuration"]["EnvironmentVariables"])}
-        assert env["LLAMA_ENDPOINT"]["value"] == f"#{{{deploy['Namespace']}.EndpointHostname}}"
+        assert env["LLAMA_ENDPOINT"]["value"] == f"#{{{deploy['Namespace']}.EndpointUrl}}"
         (project,) = [
             r
             for lid, r in tiny.template["Resources"].items()
@@ -69,6 +70,7 @@ def test_smoke_test_runs_after_every_stage_with_the_endpoint_output(tiny: Pipeli
         static = {e["Name"]: e["Value"] for e in project["Properties"]["Environment"]["EnvironmentVariables"]}
         assert static == {
             "LLAMA_SMOKE_VIA": "endpoint",
+            "LLAMA_API_KEY": API_KEY_SECRET,
             "READY_TIMEOUT_S": "1200",
             "PREDICT_TIMEOUT_S": "300",
         }
@@ -81,7 +83,6 @@ def test_smoke_test_reads_the_source_of_the_deployed_commit(tiny: PipelineSynth)
 
 
 DOCKER_HUB_SECRET = "arn:aws:secretsmanager:us-west-2:111111111111:secret:dockerhub-AbCdEf"
-API_KEY_SECRET = "arn:aws:secretsmanager:us-west-2:111111111111:secret:llama-api-key-AbCdEf"
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +222,9 @@ def test_direct_mode_builds_the_stacks_and_no_pipeline() -> None:
 
 def test_pipeline_mode_builds_each_stage_once_with_its_own_config() -> None:
     calls: list[Any] = []
-    app = cdk.App(context=pipeline_context(**INTERNET_FACING))
+    app = cdk.App(
+        context=pipeline_context(_section(smokeTest={"apiKeySecretArn": API_KEY_SECRET}), **INTERNET_FACING)
+    )
     build(app, calls)
     assert [child.node.id for child in app.node.children] == ["Pipeline"]
     assert [(type(scope), scope.node.id, config.env_name, config.aws.account) for scope, config in calls] == [

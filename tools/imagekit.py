@@ -1,16 +1,19 @@
-"""Build and run the model server image with buildah/podman, without a Docker engine or a registry.
+"""Build and run the project's images with buildah/podman, without a Docker engine or a registry.
 
-Used by tests/image/test_image.py (CI) and `make image` (mk/image.mk). Steps (issue 5):
+Images (``IMAGES``): ``model-server`` (model_server/Dockerfile, issue 5) and ``chat-ui`` (chat_ui/Dockerfile,
+issue 15). Used by the image tests in tests/image/ (CI), ``make image`` and ``make chat-image``. Steps:
 
 1. ``base_image()``: ``debootstrap --variant=minbase`` of the host's Debian suite with python3, python3-venv,
    python3-pip and ca-certificates from the mirror apt is already configured with, tarred once into
-   ``$LLAMA_EKS_CACHE/base/`` (default ``~/.cache/llama-eks``) and ``podman import``-ed.
+   ``$LLAMA_EKS_CACHE/base/`` (default ``~/.cache/llama-eks``) and ``podman import``-ed. Both images build on
+   it, so CI bootstraps it once.
 2. ``build_image()``: ``buildah bud --format docker --network host`` with ``BUILDAH_ISOLATION=chroot``,
-   overlay storage through ``CONTAINERS_STORAGE_CONF``, the host CA bundle mounted into RUN steps and the
-   host's llama-cpp-python wheel put into the build context's wheelhouse (no second compile).
+   overlay storage through ``CONTAINERS_STORAGE_CONF``, the host CA bundle mounted into RUN steps and, for
+   the model server, the host's llama-cpp-python wheel put into the build context's wheelhouse (no second
+   compile).
 3. ``run_container()``: ``podman run --init --network host`` with ``CONTAINERS_CONF`` (runc, ulimits).
 
-Run by hand: ``python tests/image/imagekit.py build`` prints the image reference and its size.
+Run by hand: ``python tools/imagekit.py build [model-server|chat-ui]`` prints the image reference and size.
 """
 
 from __future__ import annotations
@@ -28,18 +31,40 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-CONTEXT = REPO / "model_server"
+REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("LLAMA_EKS_CACHE", Path.home() / ".cache" / "llama-eks"))
 WHEELHOUSE = Path(os.environ.get("LLAMA_WHEELHOUSE", CACHE / "wheels"))
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates")
-IMAGE_REF = "localhost/llama-eks/model-server:ci"
 TOOLS = ("buildah", "podman", "debootstrap", "runc")
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One of the project's images: its build context (a directory with a Dockerfile), default tag, the
+    prefix of the settings its server reads (``<prefix>HOST``/``<prefix>PORT``) and whether its build reuses
+    the host's llama-cpp-python wheel."""
+
+    name: str
+    context: Path
+    ref: str
+    env_prefix: str
+    llama_wheel: bool = False
+
+
+MODEL_SERVER = ImageSpec(
+    "model-server", REPO / "model_server", "localhost/llama-eks/model-server:ci", "MODEL_SERVER_", True
+)
+CHAT_UI = ImageSpec("chat-ui", REPO / "chat_ui", "localhost/llama-eks/chat-ui:ci", "CHAT_UI_")
+IMAGES = {spec.name: spec for spec in (MODEL_SERVER, CHAT_UI)}
+#: The model server image's default tag (tests/image/test_image.py derives its test tags from it).
+IMAGE_REF = MODEL_SERVER.ref
 
 
 class ImageKitError(RuntimeError):
@@ -268,12 +293,14 @@ def llama_wheel() -> Path:
     return wheel
 
 
-def build_context(dest: Path, wheel: Path | None) -> Path:
-    """A copy of model_server/ (the Docker build context) with ``wheel`` in its wheelhouse/."""
-    ctx = dest / "model_server"
+def build_context(dest: Path, wheel: Path | None, spec: ImageSpec = MODEL_SERVER) -> Path:
+    """A copy of the image's context directory (e.g. model_server/) with ``wheel`` in its wheelhouse/."""
+    ctx = dest / spec.context.name
     shutil.rmtree(ctx, ignore_errors=True)
     shutil.copytree(
-        CONTEXT, ctx, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.gguf", "*.partial", "*.whl")
+        spec.context,
+        ctx,
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.gguf", "*.partial", "*.whl"),
     )
     if wheel is not None:
         shutil.copy2(wheel, ctx / "wheelhouse" / wheel.name)
@@ -292,15 +319,18 @@ def build_image(
     env: dict[str, str],
     workdir: Path,
     *,
-    ref: str = IMAGE_REF,
+    spec: ImageSpec = MODEL_SERVER,
+    ref: str | None = None,
     base: str | None = None,
     wheel: Path | None = None,
     build_args: dict[str, str] | None = None,
 ) -> BuiltImage:
-    """``buildah bud`` model_server/Dockerfile on the local base, reusing the host wheel."""
+    """``buildah bud`` the image's Dockerfile on the local base (the model server's reuses the host wheel)."""
+    ref = ref or spec.ref
     base = base or base_image(env)
-    wheel = wheel if wheel is not None else llama_wheel()
-    ctx = build_context(workdir, wheel)
+    if spec.llama_wheel and wheel is None:
+        wheel = llama_wheel()
+    ctx = build_context(workdir, wheel if spec.llama_wheel else None, spec)
     cmd = [
         "buildah",
         "bud",
@@ -341,6 +371,38 @@ def image_config(env: dict[str, str], ref: str) -> dict:
     return json.loads(_run(["podman", "image", "inspect", ref], env, what="image inspect"))[0]
 
 
+# --------------------------------------------------------------------------------------------- Dockerfile
+def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs of a Dockerfile, continuation lines joined, comments dropped."""
+    out: list[tuple[str, str]] = []
+    buf = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not buf and (not line or line.startswith("#")):
+            continue
+        if buf and line.startswith("#"):
+            continue  # comment inside a continued instruction
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        buf += line
+        keyword, _, rest = buf.partition(" ")
+        out.append((keyword.upper(), rest.strip()))
+        buf = ""
+    return out
+
+
+def dockerfile_stages(path: Path) -> list[list[tuple[str, str]]]:
+    """The instructions of each build stage (``FROM`` first), in order."""
+    result: list[list[tuple[str, str]]] = []
+    for item in dockerfile_instructions(path):
+        if item[0] == "FROM":
+            result.append([])
+        if result:
+            result[-1].append(item)
+    return result
+
+
 # --------------------------------------------------------------------------------------------- run
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -366,8 +428,10 @@ def run_container(
     volumes: dict[Path, str],
     environment: dict[str, str],
     args: tuple[str, ...] = (),
+    spec: ImageSpec = MODEL_SERVER,
+    options: tuple[str, ...] = (),
 ) -> str:
-    """``podman run -d --init --network host``; the server listens on 127.0.0.1:``port`` only."""
+    """``podman run -d --init --network host [options]``; the server listens on 127.0.0.1:``port`` only."""
     podman(env, "rm", "-f", "--ignore", name, check=False)
     cmd = [
         "run",
@@ -378,19 +442,44 @@ def run_container(
         "--name",
         name,
         "-e",
-        "MODEL_SERVER_HOST=127.0.0.1",
+        f"{spec.env_prefix}HOST=127.0.0.1",
         "-e",
-        f"MODEL_SERVER_PORT={port}",
+        f"{spec.env_prefix}PORT={port}",
     ]
     for key, value in environment.items():
         cmd += ["-e", f"{key}={value}"]
     for host, target in volumes.items():
         cmd += ["-v", f"{host}:{target}"]
-    return podman(env, *cmd, ref, *args).stdout.strip()
+    return podman(env, *cmd, *options, ref, *args).stdout.strip()
 
 
 def container_state(env: dict[str, str], name: str) -> dict:
     return json.loads(podman(env, "inspect", "--format", "{{json .State}}", name).stdout)
+
+
+def wait_ready(env: dict[str, str], name: str, url: str, timeout: float = 180) -> dict:
+    """Poll ``url`` (a readiness probe) until it answers 200 while container ``name`` runs; return the
+    container's state. ImageKitError with the container's logs if it exits first or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = container_state(env, name)
+        if not state["Running"]:
+            logs = podman(env, "logs", name, check=False)
+            raise ImageKitError(
+                f"container {name} exited ({state['ExitCode']}) before ready:\n{logs.stdout}{logs.stderr}"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return state
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if time.monotonic() > deadline:
+            logs = podman(env, "logs", name, check=False)
+            raise ImageKitError(
+                f"container {name} not ready in {timeout:.0f}s:\n{logs.stdout[-3000:]}{logs.stderr[-3000:]}"
+            )
+        time.sleep(0.5)
 
 
 def process_tree_uids(root_pid: int) -> dict[int, tuple[str, int]]:
@@ -417,10 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("base", help="debootstrap + import the base image, print its reference")
-    build = sub.add_parser(
-        "build", help="build model_server/Dockerfile on the local base, print ref and size"
-    )
-    build.add_argument("--tag", default=IMAGE_REF)
+    build = sub.add_parser("build", help="build an image's Dockerfile on the local base, print ref and size")
+    build.add_argument("image", nargs="?", choices=sorted(IMAGES), default=MODEL_SERVER.name)
+    build.add_argument("--tag", help="image reference (default: localhost/llama-eks/<image>:ci)")
     args = parser.parse_args(argv)
     missing = missing_tools()
     if missing:
@@ -431,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         print(base_image(env))
         return 0
     with tempfile.TemporaryDirectory(prefix="llama-eks-image-") as tmp:
-        built = build_image(env, Path(tmp), ref=args.tag)
+        built = build_image(env, Path(tmp), spec=IMAGES[args.image], ref=args.tag)
     print(
         f"{built.ref} {built.size_bytes / 1e6:.1f} MB "
         f"(base {built.base}, built in {built.build_seconds:.0f}s)"
