@@ -230,6 +230,7 @@ def test_chat_logprobs_are_real_and_ordered(smol):
     assert len(content) == out["usage"]["completion_tokens"] == 8
     text = out["choices"][0]["message"]["content"]
     assert "".join(e["token"] for e in content) == text
+    assert text == chat(smol, max_tokens=8)["choices"][0]["message"]["content"]  # logprobs change nothing
     for e in content:
         assert e["logprob"] <= 0 and bytes(e["bytes"]).decode(errors="replace") == e["token"]
         tops = [t["logprob"] for t in e["top_logprobs"]]
@@ -382,3 +383,31 @@ def test_tokenize_detokenize_round_trip_and_props(smol):
     props = smol.client.get("/props").json()
     assert props["total_slots"] == 4 and props["n_ctx"] == 1024 and props["tool_format"] == "generic"
     assert props["embeddings"]["pooling"] == "mean"
+
+
+# --------------------------------------------------------------------------- one batch for every kind
+def _mix_count(server: Server, kinds: str) -> float:
+    for line in server.client.get("/metrics").text.splitlines():
+        if line.startswith(f'model_server_decode_sampling_mix_total{{kinds="{kinds}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_grammar_logprob_and_plain_sequences_decode_in_the_same_step(smol):
+    """Three requests at once, each running 40 tokens (ignore_eos): llama_decode calls whose sequences
+    include all three kinds of sampling are counted (model_server_decode_sampling_mix_total)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = _mix_count(smol, "grammar+logprobs+plain")
+    common = {"prompt": "Write about llamas:", "max_tokens": 40, "ignore_eos": True, "temperature": 0}
+    bodies = [
+        {**common, "grammar": "root ::= [a-z ]+"},
+        {**common, "logprobs": 1},
+        common,
+    ]
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda b: smol.client.post("/v1/completions", json=b), bodies))
+    assert all(r.status_code == 200 for r in results)
+    assert all(r.json()["usage"]["completion_tokens"] == 40 for r in results)
+    assert set(results[0].json()["choices"][0]["text"]) <= set("abcdefghijklmnopqrstuvwxyz ")
+    assert _mix_count(smol, "grammar+logprobs+plain") - before >= 10
