@@ -195,10 +195,8 @@ class SamplingFields(_Unsupported):
     ignore_eos: bool = Field(
         False, description="Never stop at end-of-generation tokens (llama.cpp extension)."
     )
-    grammar: str | None = Field(
+    grammar: Annotated[Text, Field(min_length=1)] | None = Field(
         None,
-        min_length=1,
-        max_length=65536,
         description="A GBNF grammar for the output (llama.cpp extension).",
     )
     json_schema: JsonSchemaObject | None = Field(
