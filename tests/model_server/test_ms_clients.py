@@ -5,8 +5,6 @@ answer quality, is asserted: the model is tiny."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from conftest import Server
@@ -34,18 +32,8 @@ ASK = "What is the weather in Paris? Use the tool."
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, smol_gguf: Path) -> Iterator[Server]:
-    srv = Server(
-        smol_gguf,
-        tmp_path_factory.mktemp("smol-clients"),
-        max_concurrency=2,
-        n_ctx=1024,
-        max_tokens_limit=120,
-        default_max_tokens=120,
-    )
-    srv.wait_ready()
-    yield srv
-    assert srv.stop() == 0
+def server(smol_features: Server) -> Server:
+    return smol_features
 
 
 @pytest.fixture(scope="module")

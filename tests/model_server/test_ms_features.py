@@ -5,8 +5,6 @@ the tests assert structure (valid JSON against the schema, shapes, logprobs <= 0
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -39,18 +37,8 @@ ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
 @pytest.fixture(scope="module")
-def smol(tmp_path_factory: pytest.TempPathFactory, smol_gguf: Path) -> Iterator[Server]:
-    server = Server(
-        smol_gguf,
-        tmp_path_factory.mktemp("smol-features"),
-        max_concurrency=4,
-        n_ctx=1024,
-        max_tokens_limit=160,
-        default_max_tokens=120,
-    )
-    server.wait_ready()
-    yield server
-    assert server.stop() == 0
+def smol(smol_features: Server) -> Server:
+    return smol_features
 
 
 def chat(server: Server, **body: object) -> dict:
