@@ -13,6 +13,10 @@ running one, or a recently finished one kept as a cache entry), in place or copi
 requests arriving together with the same long prefix compute it once. A cancelled sequence is freed at
 once; a finished one stays cached until its sequence is needed.
 
+Sampling is per sequence (`sampling.SeqSampler`: its chain, grammar, logit bias, banned end tokens), on
+its own row of each decode's logits, so grammar-constrained, log-probability and plain sequences decode in
+the same batch (model_server_decode_sampling_mix_total counts which kinds shared each decode).
+
 Admission is two-phase so that a refusal costs nothing: `reserve()` takes a place (or raises Overloaded /
 Draining at once) before the caller spends CPU on the prompt, then `Reservation.submit()` queues the
 tokenized request. A queued request whose client left is removed from the queue at once (`cancel`).
