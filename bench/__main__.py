@@ -14,7 +14,8 @@ content chunks (every server streams one token per chunk). Every loop is bounded
 load average at the start of each level is printed with it.
 
 `--scenario overload` measures ours saturated instead: 429 latency and /healthz latency under heavy
-prompts (bench/overload.py).
+prompts (bench/overload.py). `--scenario structured` measures json_schema output throughput against
+llama-server at the largest --concurrency level (bench/structured.py).
 """
 
 from __future__ import annotations
@@ -347,12 +348,32 @@ def main() -> int:
     p.add_argument("--model", type=Path, default=None)
     p.add_argument("--deadline-s", type=float, default=180, help="per level: no new request after this")
     p.add_argument("--out", type=Path, default=REPO / "bench/.build/results.json")
-    p.add_argument("--scenario", choices=("throughput", "overload"), default="throughput")
+    p.add_argument("--scenario", choices=("throughput", "overload", "structured"), default="throughput")
     p.add_argument("--overload-requests", type=int, default=200, help="overload: requests per measurement")
     p.add_argument("--overload-clients", type=int, default=16, help="overload: concurrent clients")
     args = p.parse_args()
     model = args.model or embedded_model_path()
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.scenario == "structured":  # json_schema output, ours vs llama-server (bench/structured.py)
+        from bench import structured
+
+        levels = [int(x) for x in args.concurrency.split(",")]
+        rows = structured.main(
+            start_target,
+            stop_target,
+            free_port,
+            model,
+            args.out.parent,
+            targets=[t for t in args.targets.split(",") if t != "llama_cpp"],
+            clients=max(levels),
+            per_client=args.requests,
+            threads=args.threads,
+            n_ctx=args.n_ctx,
+            max_tokens=128,
+            deadline_s=args.deadline_s,
+        )
+        args.out.with_name("structured.json").write_text(json.dumps(rows, indent=2))
+        return 0
     if args.scenario == "overload":
         from bench import overload
 

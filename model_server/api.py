@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp
 
 from model_server import metrics
+from model_server.embeddings import Embedder
 from model_server.engine import Engine
 from model_server.errors import ApiError, install_handlers
 from model_server.middleware import EdgeMiddleware
@@ -26,11 +27,17 @@ from model_server.protocol import (
     ChatRequest,
     Completion,
     CompletionRequest,
+    DetokenizeRequest,
+    DetokenizeResponse,
+    EmbeddingList,
+    EmbeddingRequest,
     ErrorResponse,
     ModelList,
     PredictRequest,
     PredictResponse,
     Status,
+    TokenizeRequest,
+    TokenizeResponse,
 )
 from model_server.serving import ChunkStream, Serving
 from model_server.settings import Settings
@@ -39,10 +46,10 @@ from model_server.settings import Settings
 class State:
     """Per-app state: the serving layer and readiness (set by the caller after warm-up)."""
 
-    def __init__(self, settings: Settings, engine: Engine) -> None:
+    def __init__(self, settings: Settings, engine: Engine, embedder: Embedder | None = None) -> None:
         self.settings = settings
         self.engine = engine
-        self.serving = Serving(settings, engine)
+        self.serving = Serving(settings, engine, embedder)
         self.model_id = self.serving.model_id
         self.api_key = settings.resolved_api_key()
         self.ready = False
@@ -76,8 +83,8 @@ _GENERATION_ERRORS: dict[int | str, dict[str, Any]] = {
     429: _error("All slots busy and the queue full; retry after Retry-After seconds."),
     500: _error("Engine failure."),
     503: _error(
-        "Draining after SIGTERM (code draining), or cut off by the drain timeout (code drain_timeout); "
-        "retry after Retry-After seconds."
+        "Loading (code loading, before warm-up finished), draining after SIGTERM (code draining), or cut off "
+        "by the drain timeout (code drain_timeout); retry after Retry-After seconds."
     ),
 }
 _SSE = {
@@ -125,9 +132,10 @@ def _respond(result: dict[str, Any] | ChunkStream) -> Any:
     return JSONResponse(result)
 
 
-def create_app(settings: Settings, engine: Engine) -> FastAPI:
-    """Build the FastAPI app around a loaded engine. Readiness is set by the caller after warm-up."""
-    state = State(settings, engine)
+def create_app(settings: Settings, engine: Engine, embedder: Embedder | None = None) -> FastAPI:
+    """Build the FastAPI app around a loaded engine. Readiness is set by the caller after warm-up; until
+    then the model endpoints answer 503 with code `loading`."""
+    state = State(settings, engine, embedder)
     serving = state.serving
     app = FastAPI(
         title="llama.cpp model server",
@@ -153,7 +161,18 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
+    async def require_ready(request: Request) -> None:
+        if not state.ready and not engine.draining:
+            raise ApiError(
+                503,
+                "the model is loading; retry shortly",
+                type_="server_error",
+                code="loading",
+                headers={"Retry-After": str(settings.retry_after_s)},
+            )
+
     auth = [Depends(require_key)]
+    model = [Depends(require_key), Depends(require_ready)]
 
     # ------------------------------------------------------------------ probes & metrics
     @app.api_route(
@@ -211,7 +230,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     @app.post(
         "/predict",
         tags=["seed"],
-        dependencies=auth,
+        dependencies=model,
         summary="The original chapter-2 endpoint.",
         response_model=PredictResponse,
         responses=_GENERATION_ERRORS,
@@ -222,7 +241,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     @app.post(
         "/v1/completions",
         tags=["openai"],
-        dependencies=auth,
+        dependencies=model,
         response_model=Completion,
         responses={200: {"content": _SSE}, **_GENERATION_ERRORS},
     )
@@ -237,13 +256,62 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     app.post(
         "/v1/chat/completions",
         tags=["openai"],
-        dependencies=auth,
+        dependencies=model,
         response_model=ChatCompletion,
         responses={200: {"content": _SSE}, **_GENERATION_ERRORS},
     )(chat_completions)
 
+    _add_embeddings_and_utilities(app, serving, auth, model)
     _document_400_not_422(app)
     return app
+
+
+def _add_embeddings_and_utilities(app: FastAPI, serving: Serving, auth: list[Any], model: list[Any]) -> None:
+    """/v1/embeddings (needs the model ready) and llama-server's /tokenize, /detokenize, /props."""
+
+    @app.post(
+        "/v1/embeddings",
+        tags=["openai"],
+        dependencies=model,
+        response_model=EmbeddingList,
+        responses={
+            **_GENERATION_ERRORS,
+            429: _error("MODEL_SERVER_EMBEDDINGS_MAX_INFLIGHT embedding requests in flight; retry later."),
+        },
+    )
+    async def embeddings(body: EmbeddingRequest) -> JSONResponse:
+        return JSONResponse(await serving.embeddings(body))
+
+    # ------------------------------------------------------------------ llama-server's utilities
+    @app.post(
+        "/tokenize",
+        tags=["llama.cpp"],
+        dependencies=auth,
+        response_model=TokenizeResponse,
+        responses={400: _GENERATION_ERRORS[400], 401: _GENERATION_ERRORS[401]},
+    )
+    async def tokenize(body: TokenizeRequest) -> JSONResponse:
+        return JSONResponse(serving.tokenize(body))
+
+    @app.post(
+        "/detokenize",
+        tags=["llama.cpp"],
+        dependencies=auth,
+        response_model=DetokenizeResponse,
+        responses={400: _GENERATION_ERRORS[400], 401: _GENERATION_ERRORS[401]},
+    )
+    async def detokenize(body: DetokenizeRequest) -> JSONResponse:
+        return JSONResponse(serving.detokenize(body))
+
+    @app.get(
+        "/props",
+        tags=["llama.cpp"],
+        dependencies=auth,
+        summary="The model, its context and slots, default sampling settings (llama-server's /props).",
+        responses={401: _GENERATION_ERRORS[401]},
+    )
+    async def props() -> JSONResponse:
+        return JSONResponse(serving.props())
 
 
 def _document_400_not_422(app: FastAPI) -> None:

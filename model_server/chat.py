@@ -38,13 +38,16 @@ class ChatTemplate:
         self.bos_token = bos_token
         self.eos_token = eos_token
 
-    def render(self, messages: list[dict[str, Any]]) -> str:
+    def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+        """The prompt text; `tools` (OpenAI shapes) only for templates that render them."""
+        extra = {"tools": tools} if tools else {}
         try:
             return self.template.render(
                 messages=messages,
                 add_generation_prompt=True,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
+                **extra,
             )
         except TemplateError:
             raise

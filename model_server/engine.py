@@ -13,6 +13,10 @@ running one, or a recently finished one kept as a cache entry), in place or copi
 requests arriving together with the same long prefix compute it once. A cancelled sequence is freed at
 once; a finished one stays cached until its sequence is needed.
 
+Sampling is per sequence (`sampling.SeqSampler`: its chain, grammar, logit bias, banned end tokens), on
+its own row of each decode's logits, so grammar-constrained, log-probability and plain sequences decode in
+the same batch (model_server_decode_sampling_mix_total counts which kinds shared each decode).
+
 Admission is two-phase so that a refusal costs nothing: `reserve()` takes a place (or raises Overloaded /
 Draining at once) before the caller spends CPU on the prompt, then `Reservation.submit()` queues the
 tokenized request. A queued request whose client left is removed from the queue at once (`cancel`).
@@ -40,7 +44,7 @@ import numpy as np
 
 from model_server import logs, metrics
 from model_server.kvcache import BLOCK, CacheStats, KvCache, KvSeq
-from model_server.sampling import SamplingParams, build_sampler
+from model_server.sampling import GrammarError, SamplingParams, SeqSampler, TokenLogprob, token_logprob
 
 log = logging.getLogger("model_server.engine")
 
@@ -77,6 +81,8 @@ class Event:
     completion_tokens: int = 0
     message: str = ""
     code: str | None = None  # errors: "drain_timeout" (cut off by the shutdown) or None (engine failure)
+    logprobs: list[TokenLogprob] | None = None  # deltas of requests with sampling.n_logprobs: their tokens'
+    index: int = 0  # the choice (of a request with n > 1) this event belongs to; set by the consumer
 
 
 @dataclass(eq=False)
@@ -118,7 +124,8 @@ class _Slot:
         self.seq_id = kv.seq_id
         self.req = req
         self.order = order  # admission order: earlier requests are placed and prefilled first
-        self.sampler: Any = None  # built when the slot is placed
+        self.sampler: SeqSampler | None = None  # built when the slot is placed
+        self.logprobs: list[TokenLogprob] = []  # of tokens whose text was not sent yet
         self.placed = False  # False while it waits for an earlier request's prefix (kvcache.place)
         self.n_past = 0  # tokens already in the KV cache
         self.n_prompt_done = 0
@@ -223,6 +230,10 @@ class Engine:
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
         self.bos_text = self.token_text(self.bos_id) if self.bos_id >= 0 else ""
         self.eos_text = self.token_text(self.eos_id) if self.eos_id >= 0 else ""
+        #: End-of-generation token ids (banned by min_tokens / ignore_eos).
+        self.eog_ids = np.array(
+            [t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t)], dtype=np.int64
+        )
         reuse = prefix_cache and not (
             llama_cpp.llama_model_is_recurrent(self.model) or llama_cpp.llama_model_is_hybrid(self.model)
         )
@@ -481,6 +492,7 @@ class Engine:
             if not slots:
                 continue
             self._place(slots)
+            slots = [s for s in slots if s.seq_id in self._slots]  # _place fails a sampler it cannot build
             rows, blocks = self._plan(slots)
             if rows or blocks:
                 metrics.STEP_TOKENS.observe(sum(n for _, n in rows) + sum(n for _, n in blocks))
@@ -504,7 +516,13 @@ class Engine:
                     slot.placed = True
                     slot.n_past = slot.n_prompt_done = placement.n_reused
                     req = slot.req
-                    slot.sampler = build_sampler(req.sampling, self.n_vocab, req.prompt_tokens)
+                    try:
+                        slot.sampler = SeqSampler(
+                            req.sampling, self.vocab, self.n_vocab, self.eog_ids, req.prompt_tokens
+                        )
+                    except GrammarError as exc:  # the API checks grammars first: not expected here
+                        self._release(slot, None, error=str(exc))
+                        continue
                     if placement.n_reused and req.record_metrics:
                         metrics.PREFIX_HITS.inc()
                         metrics.PREFIX_REUSED_TOKENS.inc(placement.n_reused)
@@ -598,19 +616,35 @@ class Engine:
             return
         if n_prompt_tokens:
             metrics.PROMPT_TOKENS.inc(n_prompt_tokens)
+        kinds = {
+            s.sampler.kind
+            for s, _ in part
+            if s.batch_index is not None and s.sampler and s.req.record_metrics
+        }
+        if kinds:
+            # Which kinds of sampling shared this decode (tests: grammar, logprobs and plain together).
+            metrics.DECODE_MIX.labels(kinds="+".join(sorted(kinds))).inc()
         now = time.perf_counter()
         for slot, _ in part:
             if slot.batch_index is not None:
-                self._on_token(slot, self._sample(slot, slot.batch_index), now)
+                self._on_token(slot, *self._sample(slot, slot.batch_index), now)
 
-    def _sample(self, slot: _Slot, index: int) -> int:
-        """The next token from the logits of batch row `index`. Plain greedy (no penalties) is an argmax
-        over the logits, first maximum as llama.cpp's greedy sampler, without building its 49k-entry
-        candidate list (a tenth of the time)."""
-        if slot.req.sampling.plain_greedy:
-            logits = llama_cpp.llama_get_logits_ith(self.ctx, index)
-            return int(np.ctypeslib.as_array(logits, shape=(self.n_vocab,)).argmax())
-        return int(llama_cpp.llama_sampler_sample(slot.sampler, self.ctx, index))
+    def _sample(self, slot: _Slot, index: int) -> tuple[int | None, TokenLogprob | None]:
+        """The next token from the logits of batch row `index` (None: the grammar is complete), and its
+        log-probability when the request asks for them. Plain greedy is an argmax over the logits, first
+        maximum as llama.cpp's greedy sampler, without building its 49k-entry candidate list (a tenth of
+        the time)."""
+        p = slot.req.sampling
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,))
+        if p.plain_greedy:
+            tok: int | None = int(logits.argmax())
+        else:
+            assert slot.sampler is not None
+            tok = slot.sampler.sample(self.ctx, index, logits, slot.n_generated)
+        lp = None
+        if p.n_logprobs is not None and tok is not None:
+            lp = token_logprob(logits, tok, p.n_logprobs)
+        return tok, lp
 
     def _update_kv_usage(self) -> None:
         """llamacpp:kv_cache_usage_ratio (cells holding tokens, running and cached, over all cells) and the
@@ -626,7 +660,7 @@ class Engine:
         b.seq_id[i][0] = seq_id
         b.logits[i] = logits
 
-    def _on_token(self, slot: _Slot, tok: int, now: float) -> None:
+    def _on_token(self, slot: _Slot, tok: int | None, lp: TokenLogprob | None, now: float) -> None:
         req = slot.req
         if req.record_metrics:
             if slot.t_last_token is None:
@@ -635,10 +669,12 @@ class Engine:
                 metrics.INTER_TOKEN.observe(now - slot.t_last_token)
         slot.t_last_token = now
 
-        if llama_cpp.llama_vocab_is_eog(self.vocab, tok):
+        if tok is None or llama_cpp.llama_vocab_is_eog(self.vocab, tok):
             self._release(slot, "stop")
             return
         slot.n_generated += 1
+        if lp is not None:
+            slot.logprobs.append(lp)
         if req.record_metrics:
             metrics.PREDICTED_TOKENS.inc()
         slot.text += slot.decoder.decode(self.token_bytes(tok))
@@ -654,9 +690,16 @@ class Engine:
         # Hold back a tail that could still become a stop string; send the rest.
         safe = len(slot.text) - self._stop_holdback(slot)
         if safe > slot.sent:
-            req.emit(Event("delta", text=slot.text[slot.sent : safe]))
+            req.emit(Event("delta", text=slot.text[slot.sent : safe], logprobs=self._take_logprobs(slot)))
             slot.sent = safe
         slot.next_token = tok
+
+    def _take_logprobs(self, slot: _Slot) -> list[TokenLogprob] | None:
+        """The log-probabilities gathered since the last delta (they travel with the text they made)."""
+        if slot.req.sampling.n_logprobs is None:
+            return None
+        out, slot.logprobs = slot.logprobs, []
+        return out
 
     def _find_stop(self, slot: _Slot) -> int | None:
         if not slot.req.stop:
@@ -686,7 +729,7 @@ class Engine:
         keep = finish_reason in ("stop", "length") and slot.req.record_metrics
         self.kv.release(slot.kv, keep=keep)
         if slot.sampler is not None:
-            llama_cpp.llama_sampler_free(slot.sampler)
+            slot.sampler.free()
         with self._lock:
             self._slots.pop(slot.seq_id, None)
             self._inflight -= 1
@@ -701,8 +744,8 @@ class Engine:
             return
         tail = slot.decoder.decode(b"", final=True) if finish_reason == "length" else ""
         text = slot.text + tail
-        if len(text) > slot.sent:
-            req.emit(Event("delta", text=text[slot.sent :]))
+        if len(text) > slot.sent or slot.logprobs:
+            req.emit(Event("delta", text=text[slot.sent :], logprobs=self._take_logprobs(slot)))
         if req.record_metrics:
             metrics.E2E.observe(time.perf_counter() - req.t_enqueued)
         req.emit(

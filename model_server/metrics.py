@@ -58,6 +58,21 @@ STEP_TOKENS = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192),
     registry=REGISTRY,
 )
+DECODE_MIX = Counter(
+    "model_server_decode_sampling_mix",
+    "llama_decode calls by the kinds of sampling of the sequences they produced logits for (grammar, "
+    "logprobs, plain; joined with +): sequences of every kind decode together in one batch.",
+    ["kinds"],
+    registry=REGISTRY,
+)
+EMBEDDINGS_INFLIGHT = Gauge(
+    "model_server_embeddings_inflight",
+    "Embedding requests accepted and not finished (at most MODEL_SERVER_EMBEDDINGS_MAX_INFLIGHT).",
+    registry=REGISTRY,
+)
+EMBEDDING_TOKENS = Counter(
+    "model_server_embedding_tokens", "Input tokens embedded by /v1/embeddings.", registry=REGISTRY
+)
 PREFIX_HITS = Counter(
     "model_server_prefix_cache_hits",
     "Requests whose prompt reused KV cells of a running or finished sequence (at least one token).",

@@ -74,12 +74,26 @@ class PromptTokenizer:
             return text
         return self._escape_re.sub(lambda m: f"{_OPEN}{self._escape_index[m.group(0)]}{_CLOSE}", text)
 
-    def chat(self, template: ChatTemplate, messages: list[dict[str, Any]]) -> list[int]:
-        """Render the conversation and tokenize it: template markers special, message text plain.
+    def chat(
+        self,
+        template: ChatTemplate,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+    ) -> list[int]:
+        """Render the conversation (and `tools`, for templates that render them) and tokenize it: template
+        markers special, message text and tool-call arguments plain.
 
         Raises `chat.TemplateError` when the template rejects the conversation."""
-        escaped = [{**m, "content": self.escape(m["content"])} for m in messages]
-        return self.tokenize_rendered(template.render(escaped))
+        escaped = []
+        for m in messages:
+            e = {**m, "content": self.escape(m["content"])}
+            if m.get("tool_calls"):
+                e["tool_calls"] = [
+                    {**c, "function": {**c["function"], "arguments": self.escape(c["function"]["arguments"])}}
+                    for c in m["tool_calls"]
+                ]
+            escaped.append(e)
+        return self.tokenize_rendered(template.render(escaped, tools))
 
     def tokenize_rendered(self, rendered: str) -> list[int]:
         """Tokens of a rendered prompt whose user text was escaped with `escape`."""

@@ -93,46 +93,56 @@ class _Strict(BaseModel):
 # --------------------------------------------------------------------------- unsupported parameters
 #: Parameters OpenAI or llama-server define that this server does not implement. Each is accepted only
 #: with its neutral value (shown in its schema); anything else is a 400 naming it.
-UNSUPPORTED: frozenset[str] = frozenset(
-    {
-        "logprobs",
-        "top_logprobs",
-        "response_format",
-        "tools",
-        "tool_choice",
-        "functions",
-        "function_call",
-        "parallel_tool_calls",
-        "logit_bias",
-        "echo",
-        "suffix",
-        "best_of",
-        "min_tokens",
-        "ignore_eos",
-        "grammar",
-        "json_schema",
-        "n_probs",
-    }
-)
+UNSUPPORTED: frozenset[str] = frozenset({"suffix", "best_of", "n_probs"})
 
 _NOT_IMPLEMENTED = "Not implemented by this server: only the neutral value shown is accepted."
-_EmptyList = Annotated[list[Any], Field(max_length=0)]
-_EmptyDict = Annotated[dict[str, Any], Field(max_length=0)]
+#: Most choices per request (`n`); each takes a slot, so also at most MODEL_SERVER_MAX_CONCURRENCY.
+MAX_N = 16
+#: Most tools (functions) per request.
+MAX_TOOLS = 128
+#: Most alternatives per token in chat's top_logprobs (completions' logprobs: 5, as OpenAI).
+MAX_TOP_LOGPROBS = 20
+MAX_COMPLETION_LOGPROBS = 5
+
+JsonSchemaObject = Annotated[
+    dict[str, Any],
+    WithJsonSchema({"type": "object", "description": "A JSON Schema.", "additionalProperties": True}),
+]
 
 
 class TextFormat(_Strict):
     type: Literal["text"]
 
 
+class JsonObjectFormat(_Strict):
+    """Any JSON object."""
+
+    type: Literal["json_object"]
+    schema_: JsonSchemaObject | None = Field(
+        None, alias="schema", description="llama-server's extension: a schema for the object."
+    )
+
+
+class JsonSchemaSpec(_Strict):
+    name: str = Field("response", max_length=64)
+    description: str | None = None
+    schema_: JsonSchemaObject | None = Field(None, alias="schema", description="Default: any JSON object.")
+    strict: bool | None = Field(None, description="Accepted; the output always follows the schema (grammar).")
+
+
+class JsonSchemaFormat(_Strict):
+    """Output valid against the schema (grammar-constrained sampling)."""
+
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec
+
+
+ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")]
+
+
 class _Unsupported(_Strict):
     """Neutral-only declarations of the unsupported parameters both OpenAI endpoints share."""
 
-    logit_bias: _EmptyDict | None = Field(None, description=_NOT_IMPLEMENTED)
-    response_format: TextFormat | None = Field(None, description=_NOT_IMPLEMENTED)
-    min_tokens: OnlyZero | None = Field(None, description=_NOT_IMPLEMENTED)
-    ignore_eos: OnlyFalse | None = Field(None, description=_NOT_IMPLEMENTED)
-    grammar: Literal[""] | None = Field(None, description=_NOT_IMPLEMENTED)
-    json_schema: _EmptyDict | None = Field(None, description=_NOT_IMPLEMENTED)
     n_probs: OnlyZero | None = Field(None, description=_NOT_IMPLEMENTED)
 
 
@@ -163,10 +173,39 @@ class SamplingFields(_Unsupported):
     stop: Stop | None = Field(
         None, description=f"Up to {MAX_STOPS} non-empty strings of at most {MAX_STOP_CHARS} characters."
     )
-    n: Int = Field(1, ge=1, le=1, description="Only n=1 is supported.")
+    n: Int = Field(
+        1,
+        ge=1,
+        le=MAX_N,
+        description="Choices to generate, decoded together (each takes a slot: at most "
+        "MODEL_SERVER_MAX_CONCURRENCY); choice i uses seed + i.",
+    )
     user: str | None = Field(None, max_length=256, description="Accepted and ignored (OpenAI end-user id).")
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = Field(
+        None,
+        max_length=1024,
+        description="Token id (as a string) -> bias added to its logit; -100 bans the token, 100 forces it.",
+    )
+    response_format: ResponseFormat | None = Field(
+        None, description="text, json_object, or json_schema: output constrained by a grammar."
+    )
+    min_tokens: Int = Field(
+        0, ge=0, description="End-of-generation tokens are banned until this many tokens."
+    )
+    ignore_eos: bool = Field(
+        False, description="Never stop at end-of-generation tokens (llama.cpp extension)."
+    )
+    grammar: Annotated[Text, Field(min_length=1)] | None = Field(
+        None,
+        description="A GBNF grammar for the output (llama.cpp extension).",
+    )
+    json_schema: JsonSchemaObject | None = Field(
+        None,
+        description="A JSON Schema for the output (llama.cpp extension; as response_format json_schema).",
+    )
 
     def sampling(self, default_repeat_penalty: float) -> SamplingParams:
+        """The sampling parameters (grammar, log-probabilities and seeds per choice are the serving's)."""
         return SamplingParams(
             temperature=self.temperature,
             top_p=self.top_p,
@@ -176,6 +215,9 @@ class SamplingFields(_Unsupported):
             frequency_penalty=self.frequency_penalty,
             presence_penalty=self.presence_penalty,
             seed=self.seed,
+            logit_bias=tuple((int(k), v) for k, v in (self.logit_bias or {}).items()),
+            min_tokens=self.min_tokens,
+            ignore_eos=self.ignore_eos,
         )
 
     def stops(self) -> list[str]:
@@ -204,8 +246,13 @@ class CompletionRequest(SamplingFields):
     ) = Field(..., description="Plain text: special-token texts in it are ordinary characters.")
     stream: bool = False
     stream_options: StreamOptions | None = None
-    logprobs: None = Field(None, description=_NOT_IMPLEMENTED)
-    echo: OnlyFalse | None = Field(None, description=_NOT_IMPLEMENTED)
+    logprobs: Int | None = Field(
+        None,
+        ge=0,
+        le=MAX_COMPLETION_LOGPROBS,
+        description="Log-probabilities of the sampled tokens and this many top alternatives.",
+    )
+    echo: bool = Field(False, description="Prepend the prompt to the text (not with logprobs).")
     suffix: Literal[""] | None = Field(None, description=_NOT_IMPLEMENTED)
     best_of: OnlyOne | None = Field(None, description=_NOT_IMPLEMENTED)
 
@@ -218,12 +265,48 @@ class TextPart(_Strict):
     text: Text
 
 
+FunctionName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_.-]+$")]
+
+
+class FunctionCall(_Strict):
+    name: FunctionName
+    arguments: Text = Field(..., description="The arguments as a JSON text.")
+
+
+class ToolCall(_Strict):
+    id: str = Field(..., max_length=256)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class FunctionDef(_Strict):
+    name: FunctionName
+    description: str | None = Field(None, max_length=8192)
+    parameters: JsonSchemaObject | None = Field(None, description="A JSON Schema; default: no arguments.")
+    strict: bool | None = Field(None, description="Accepted; calls always follow the schema (grammar).")
+
+
+class Tool(_Strict):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(_Strict):
+    name: FunctionName
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: NamedFunction
+
+
 class ChatMessage(_Strict):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: Text | list[TextPart] | None = None
-    name: str | None = Field(None, max_length=256, description="Accepted and ignored.")
-    tool_calls: _EmptyList | None = Field(None, description=_NOT_IMPLEMENTED)
-    tool_call_id: None = Field(None, description=_NOT_IMPLEMENTED)
+    name: str | None = Field(None, max_length=256, description="Function name of a `function` message.")
+    tool_calls: list[ToolCall] | None = Field(None, max_length=MAX_TOOLS, description="An assistant's calls.")
+    function_call: FunctionCall | None = Field(None, description="Legacy: an assistant's function call.")
+    tool_call_id: str | None = Field(None, max_length=256, description="A `tool` message's call id.")
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -241,13 +324,21 @@ class ChatRequest(SamplingFields):
     max_completion_tokens: Int | None = Field(None, ge=1, description="Preferred over max_tokens.")
     stream: bool = False
     stream_options: StreamOptions | None = None
-    logprobs: OnlyFalse | None = Field(None, description=_NOT_IMPLEMENTED)
-    top_logprobs: OnlyZero | None = Field(None, description=_NOT_IMPLEMENTED)
-    tools: _EmptyList | None = Field(None, description=_NOT_IMPLEMENTED)
-    tool_choice: Literal["none"] | None = Field(None, description=_NOT_IMPLEMENTED)
-    functions: _EmptyList | None = Field(None, description=_NOT_IMPLEMENTED)
-    function_call: Literal["none"] | None = Field(None, description=_NOT_IMPLEMENTED)
-    parallel_tool_calls: bool | None = Field(None, description="Accepted and ignored (no tools).")
+    logprobs: bool | None = Field(None, description="Log-probabilities of the sampled tokens.")
+    top_logprobs: Int | None = Field(
+        None, ge=0, le=MAX_TOP_LOGPROBS, description="Alternatives per token (needs logprobs: true)."
+    )
+    tools: list[Tool] | None = Field(None, max_length=MAX_TOOLS)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None, description="Default: auto with tools, none without."
+    )
+    functions: list[FunctionDef] | None = Field(None, max_length=MAX_TOOLS, description="Legacy tools.")
+    function_call: Literal["none", "auto"] | NamedFunction | None = Field(
+        None, description="Legacy tool_choice."
+    )
+    parallel_tool_calls: bool | None = Field(
+        None, description="Accepted; a response carries at most one tool call."
+    )
 
     @classmethod
     def limited(cls, max_messages: int) -> type[ChatRequest]:
@@ -262,12 +353,41 @@ class ChatRequest(SamplingFields):
         )
         return limited
 
-    def template_messages(self) -> list[dict[str, str]]:
-        """The conversation as the chat template expects it (`developer` is OpenAI's new `system`)."""
-        return [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-            for m in self.messages
-        ]
+    def template_messages(self) -> list[dict[str, Any]]:
+        """The conversation as the chat template expects it (`developer` is OpenAI's new `system`, a
+        legacy `function` message is a `tool` message; assistant tool calls as OpenAI sends them)."""
+        out: list[dict[str, Any]] = []
+        for m in self.messages:
+            role = {"developer": "system", "function": "tool"}.get(m.role, m.role)
+            msg: dict[str, Any] = {"role": role, "content": m.text()}
+            calls = [c.model_dump() for c in m.tool_calls or []]
+            if m.function_call is not None:
+                calls.append({"id": "call_0", "type": "function", "function": m.function_call.model_dump()})
+            if calls:
+                msg["tool_calls"] = calls
+            if m.tool_call_id is not None:
+                msg["tool_call_id"] = m.tool_call_id
+            if m.name is not None:
+                msg["name"] = m.name
+            out.append(msg)
+        return out
+
+    def tool_functions(self) -> list[FunctionDef]:
+        """The functions the model may call (`tools`, or the legacy `functions`)."""
+        if self.tools:
+            return [t.function for t in self.tools]
+        return list(self.functions or [])
+
+    def tool_mode(self) -> str | FunctionName:
+        """none | auto | required | the name of the one function to call (legacy function_call too)."""
+        choice: Any = self.tool_choice if self.tool_choice is not None else self.function_call
+        if isinstance(choice, NamedToolChoice):
+            return choice.function.name
+        if isinstance(choice, NamedFunction):
+            return choice.name
+        if choice is None:
+            return "auto" if self.tool_functions() else "none"
+        return str(choice)
 
 
 # --------------------------------------------------------------------------- responses (for the schema)
@@ -277,13 +397,20 @@ class Usage(BaseModel):
     total_tokens: int
 
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+
+class CompletionLogprobs(BaseModel):
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]] | None
+    text_offset: list[int]
 
 
 class CompletionChoice(BaseModel):
     text: str
     index: int
-    logprobs: None
+    logprobs: CompletionLogprobs | None
     finish_reason: FinishReason | None
 
 
@@ -304,13 +431,28 @@ class PredictResponse(BaseModel):
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"]
-    content: str
+    content: str | None
+    tool_calls: list[ToolCall] | None = None
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class ChatTokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    content: list[ChatTokenLogprob]
 
 
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
-    logprobs: None
+    logprobs: ChatLogprobs | None
     finish_reason: FinishReason
 
 
@@ -354,3 +496,82 @@ class Status(BaseModel):
     detail: str | None = None
     active: int | None = None
     queued: int | None = None
+
+
+# --------------------------------------------------------------------------- embeddings, tokenizer, props
+#: Most inputs per embeddings request (OpenAI's limit is 2048).
+MAX_EMBEDDING_INPUTS = 256
+_NonEmptyText = Annotated[Text, Field(min_length=1)]
+_TokenIds = Annotated[list[Annotated[int, Field(ge=0, le=2**31 - 1)]], Field(min_length=1)]
+
+
+class EmbeddingRequest(_Strict):
+    input: (
+        _NonEmptyText
+        | Annotated[list[_NonEmptyText], Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)]
+        | (_TokenIds)
+        | Annotated[list[_TokenIds], Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)]
+    ) = Field(
+        ...,
+        description=f"A text, a list of up to {MAX_EMBEDDING_INPUTS} texts, or token ids (one list or many).",
+    )
+    model: str | None = Field(None, description="Ignored: the server serves one model.")
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="base64: little-endian float32 values."
+    )
+    dimensions: None = Field(None, description=_NOT_IMPLEMENTED)
+    user: str | None = Field(None, max_length=256, description="Accepted and ignored.")
+
+    def inputs(self) -> list[str | list[int]]:
+        inp: Any = self.input
+        if isinstance(inp, str):
+            return [inp]
+        if inp and isinstance(inp[0], int):
+            return [list(inp)]
+        return list(inp)
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(BaseModel):
+    object: Literal["list"]
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
+
+
+class TokenizeRequest(_Strict):
+    """llama-server's /tokenize."""
+
+    content: Text
+    add_special: bool = Field(False, description="Add BOS/EOS as the model does.")
+    parse_special: bool = Field(True, description="Special-token texts become their tokens.")
+    with_pieces: bool = Field(False, description="Return {id, piece} objects instead of ids.")
+
+
+class TokenPiece(BaseModel):
+    id: int
+    piece: str | list[int] = Field(..., description="The text, or its bytes when they are not valid UTF-8.")
+
+
+class TokenizeResponse(BaseModel):
+    tokens: list[int] | list[TokenPiece]
+
+
+class DetokenizeRequest(_Strict):
+    """llama-server's /detokenize."""
+
+    tokens: Annotated[list[Annotated[int, Field(ge=0, le=2**31 - 1)]], Field(max_length=1_000_000)]
+
+
+class DetokenizeResponse(BaseModel):
+    content: str

@@ -16,6 +16,7 @@ import uvicorn
 
 from model_server import logs
 from model_server.api import create_app, wrap
+from model_server.embeddings import Embedder
 from model_server.engine import Engine
 from model_server.middleware import header_timeout_protocol
 from model_server.settings import Settings, usable_cpus
@@ -143,7 +144,16 @@ def serve(settings: Settings) -> int:
         cache_seqs=settings.prefix_cache_seqs,
         prefill_chunk=settings.resolved_prefill_chunk(),
     )
-    app = create_app(settings, engine)
+    embedder = None
+    if settings.embeddings:
+        embedder = Embedder(
+            engine.model,
+            engine.meta,
+            n_ctx=engine.n_ctx_seq,
+            n_threads=settings.resolved_embeddings_threads(),
+            max_inflight=settings.embeddings_max_inflight,
+        )
+    app = create_app(settings, engine, embedder)
     engine.start()
     config = uvicorn.Config(
         wrap(app, settings),
@@ -179,6 +189,8 @@ def serve(settings: Settings) -> int:
     finally:
         app.state.ms.serving.close()
         engine.stop()
+        if embedder is not None:
+            embedder.close()
         engine.close()
         sock.close()
     log.info("stopped")

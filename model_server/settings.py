@@ -137,6 +137,27 @@ class Settings(BaseSettings):
         512, ge=1, le=100_000, description="Most messages in one chat request; beyond -> 400."
     )
 
+    # --- embeddings (POST /v1/embeddings) ----------------------------------------------------------------
+    embeddings: bool = Field(
+        True,
+        description="Serve /v1/embeddings from a llama.cpp context of its own (MODEL_SERVER_N_CTX tokens "
+        "of KV memory more); false: the endpoint answers 400.",
+    )
+    embeddings_max_inflight: int = Field(
+        4,
+        ge=1,
+        le=10_000,
+        description="Embedding requests accepted at once (one computes, the rest wait); beyond -> 429. "
+        "Separate from the generation's slots and queue.",
+    )
+    embeddings_n_threads: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="CPU threads of the embedding context. Default: half of MODEL_SERVER_N_THREADS (at least "
+        "1), so embedding traffic leaves the generation CPU.",
+    )
+
     # --- HTTP / operations -----------------------------------------------------------------------------
     host: str = Field(
         "0.0.0.0", description="Listen address (container default; `make serve` uses 127.0.0.1)."
@@ -174,6 +195,10 @@ class Settings(BaseSettings):
                 f"{self.max_concurrency + self.prefix_cache_seqs}; llama.cpp holds at most 256 sequences"
             )
         return self
+
+    def resolved_embeddings_threads(self) -> int:
+        """MODEL_SERVER_EMBEDDINGS_N_THREADS, or half the generation's threads."""
+        return self.embeddings_n_threads or max(1, self.n_threads // 2)
 
     def resolved_prefill_chunk(self) -> int:
         """MODEL_SERVER_PREFILL_CHUNK, or its default for the accelerator."""

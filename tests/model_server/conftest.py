@@ -161,3 +161,19 @@ def smol_server(tmp_path_factory: pytest.TempPathFactory, smol_gguf: Path) -> It
     server.wait_ready()
     yield server
     assert server.stop() == 0
+
+
+@pytest.fixture(scope="session")
+def smol_features(tmp_path_factory: pytest.TempPathFactory, smol_gguf: Path) -> Iterator[Server]:
+    """SmolLM2 with room for structured answers (issue 14's tests: test_ms_features, test_ms_clients)."""
+    server = Server(
+        smol_gguf,
+        tmp_path_factory.mktemp("smol-features"),
+        max_concurrency=4,
+        n_ctx=1024,
+        max_tokens_limit=160,
+        default_max_tokens=120,
+    )
+    server.wait_ready()
+    yield server
+    assert server.stop() == 0

@@ -144,7 +144,7 @@ BAD_REQUESTS = [
     ("/v1/completions", json.dumps({"prompt": "x", "temperature": -1}).encode(), "negative temperature"),
     ("/v1/completions", json.dumps({"prompt": "x", "temperature": 1e309}).encode(), "huge temperature"),
     ("/v1/completions", json.dumps({"prompt": "x", "top_p": 0}).encode(), "top_p zero"),
-    ("/v1/completions", json.dumps({"prompt": "x", "n": 3}).encode(), "n > 1"),
+    ("/v1/completions", json.dumps({"prompt": "x", "n": 17}).encode(), "n over its limit"),
     ("/v1/completions", json.dumps({"prompt": "x", "seed": 2**70}).encode(), "huge seed"),
     ("/v1/completions", json.dumps({"prompt": "x", "stop": [""]}).encode(), "empty stop"),
     ("/v1/completions", json.dumps({"prompt": ""}).encode(), "empty prompt"),

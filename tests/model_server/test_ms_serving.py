@@ -152,3 +152,25 @@ def test_a_queued_client_that_leaves_frees_its_place_at_once(serving):
 
     asyncio.run(run())
     assert _cancelled("client_disconnected") == before + 3
+
+
+def test_model_endpoints_answer_503_loading_until_ready(serving):
+    """Before the warm-up finished, the model endpoints say `loading` (JSON, Retry-After); then they serve."""
+    from fastapi.testclient import TestClient
+
+    from model_server.api import create_app
+
+    app = create_app(serving.settings, serving.engine)
+    with TestClient(app) as client:
+        for path, body in [
+            ("/v1/completions", {"prompt": "x", "max_tokens": 1}),
+            ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "max_tokens": 1}),
+            ("/predict", {"prompt": "x"}),
+        ]:
+            r = client.post(path, json=body)
+            assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+            assert r.json()["error"]["code"] == "loading"
+        assert client.get("/readyz").json() == {"status": "loading"}
+        assert client.post("/tokenize", json={"content": "x"}).status_code == 200  # no model work
+        app.state.ms.ready = True
+        assert client.post("/v1/completions", json={"prompt": "x", "max_tokens": 1}).status_code == 200
