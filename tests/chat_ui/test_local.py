@@ -62,7 +62,11 @@ class MakeChat:
 
     def ctrl_c(self, timeout: float = 60) -> str:
         os.killpg(self.proc.pid, signal.SIGINT)
-        self.proc.wait(timeout)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # never leave servers behind, then fail
+            raise
         rest = []
         while (line := self.lines.get(timeout=10)) is not None:
             rest.append(line)
