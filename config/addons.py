@@ -26,6 +26,8 @@ DCGM_EXPORTER_CHART = "4.1.1"
 KEDA_CHART = "2.20.2"
 #: kube-prometheus-stack 88.0.0 ships prometheus-operator v0.93.0 (the CRDs in ../shared/crds).
 KUBE_PROMETHEUS_STACK_CHART = "88.0.0"
+#: VerticalPodAutoscaler release: the recommender image tag and the CRDs vendored in charts/crds/.
+VPA_VERSION = "1.7.1"
 
 #: Minimum Karpenter per Kubernetes minor version (Karpenter's compatibility matrix).
 KARPENTER_COMPATIBILITY: dict[str, str] = {
@@ -235,6 +237,22 @@ class Toggle(ConfigModel):
     enabled: Bool = Field(True, description="Install it.")
 
 
+class VpaAddonConfig(ConfigModel):
+    """VerticalPodAutoscaler (seed ch6): its two CRDs and the recommender, rendered with cdk8s
+    (stacks/addons/vpa.py). Recommendations only: no updater (it evicts pods), no admission controller (a
+    webhook that rewrites requests); the VPAs of `inference.vpa` and `chatUi.vpa` run with `updateMode:
+    Off`. The recommender reads pod usage from the metrics API (`metrics-server` in
+    `cluster.managedAddons`)."""
+
+    path = "addons.vpa"
+
+    enabled: Bool = Field(
+        True,
+        description=f"Install VPA {VPA_VERSION}'s CRDs and recommender; `inference.vpa.enabled` and "
+        "`chatUi.vpa.enabled` follow it by default. Switch it off when the cluster already runs a VPA.",
+    )
+
+
 class MetricsConfig(ConfigModel):
     """The metrics stack."""
 
@@ -313,6 +331,10 @@ class AddonsConfig(ConfigModel):
     )
     metrics: MetricsConfig = Field(
         default_factory=MetricsConfig, description="The metrics stack (table below)."
+    )
+    vpa: VpaAddonConfig = Field(
+        default_factory=VpaAddonConfig,
+        description="VerticalPodAutoscaler CRDs and recommender (table below).",
     )
 
     @model_validator(mode="after")
