@@ -162,8 +162,11 @@ class AppConfig(ConfigModel):
     @field_validator("chat_ui", mode="before")
     @classmethod
     def _chat_ui_for_the_environment(cls, value: Any, info: ValidationInfo) -> Any:
+        # The VPA's default follows the VPA add-on; replicas follow the environment.
         production = bool(info.data.get(PRODUCTION, False))
-        return ChatUiConfig.model_validate(with_defaults(value, {}), context={"production": production})
+        return ChatUiConfig.model_validate(
+            with_defaults(value, {}), context={"production": production, "addons": info.data.get("addons")}
+        )
 
     @model_validator(mode="after")
     def _cross_section_rules(self) -> AppConfig:
@@ -199,6 +202,7 @@ class AppConfig(ConfigModel):
             problems += cluster_production_problems(self.cluster)
             problems += compute_production_problems(self.compute)
         problems += self._chat_ui_problems()
+        problems += self._vpa_problems()
         raise_all(problems)
         return self
 
@@ -279,16 +283,30 @@ class AppConfig(ConfigModel):
                     value=list(self.cluster.managed_addons),
                 )
             )
-        if chat_ui.vpa.enabled:
+        if chat_ui.vpa.enabled and not self.addons.vpa.enabled:
             problems.append(
                 Invalid(
-                    "false: no add-on installs the VerticalPodAutoscaler recommender and CRDs yet (the "
-                    "chart can render the recommendation-only VPA once one does)",
+                    "false while addons.vpa.enabled is false (the VerticalPodAutoscaler CRDs and recommender "
+                    "come from that add-on)",
                     key="chatUi.vpa.enabled",
                     value=True,
                 )
             )
         return problems
+
+    # --- VPA add-on (issue 15) ----------------------------------------------------------------------------
+
+    def _vpa_problems(self) -> list[Invalid]:
+        if self.addons.vpa.enabled and "metrics-server" not in self.cluster.managed_addons:
+            return [
+                Invalid(
+                    "a list that includes 'metrics-server' while addons.vpa.enabled is true (the VPA "
+                    "recommender reads pod usage from the metrics API)",
+                    key="cluster.managedAddons",
+                    value=list(self.cluster.managed_addons),
+                )
+            ]
+        return []
 
     def _serving_on_spot(self) -> bool:
         """Whether the inference pods can run on spot capacity (and so get a 2-minute interruption)."""

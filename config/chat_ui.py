@@ -105,9 +105,10 @@ class ChatUiVpaConfig(ConfigModel):
     path = "chatUi.vpa"
 
     enabled: Bool = Field(
-        False,
-        description="Render the VerticalPodAutoscaler (needs the VPA recommender and CRDs in the cluster: "
-        "no add-on installs them yet, so `true` is refused).",
+        True,
+        description="Render the VerticalPodAutoscaler (`kubectl describe vpa chatbot-ui-vpa` shows its "
+        "recommendation); needs `addons.vpa.enabled` (its CRDs and recommender).",
+        json_schema_extra={"defaultDoc": "`addons.vpa.enabled`"},
     )
     update_mode: Annotated[
         Literal["Off"],
@@ -162,7 +163,13 @@ class ChatUiConfig(ConfigModel):
 
     @classmethod
     def dependent_defaults(cls, given: Given) -> Mapping[str, Any]:
+        defaults: dict[str, Any] = {}
         # env=prod (config/app.py passes it): two replicas, so a node's disruption keeps the page up.
         if given.context.get("production"):
-            return {"autoscaling": {"minReplicas": PRODUCTION_MIN_REPLICAS}}
-        return {}
+            defaults["autoscaling"] = {"minReplicas": PRODUCTION_MIN_REPLICAS}
+        # Seed ch6's VPA: on wherever the VPA add-on installs its CRDs and recommender (config/app.py
+        # passes the add-ons).
+        addons = given.context.get("addons")
+        if addons is not None:
+            defaults["vpa"] = {"enabled": addons.vpa.enabled}
+        return defaults

@@ -329,7 +329,12 @@ class VpaConfig(ConfigModel):
 
     path = "inference.vpa"
 
-    enabled: Bool = Field(False, description="Render the VerticalPodAutoscaler.")
+    enabled: Bool = Field(
+        True,
+        description="Render the VerticalPodAutoscaler (`kubectl describe vpa` shows its recommendation); "
+        "needs `addons.vpa.enabled` (its CRDs and recommender).",
+        json_schema_extra={"defaultDoc": "`addons.vpa.enabled`"},
+    )
     update_mode: Annotated[
         Literal["Off"],
         Allowed(
@@ -518,6 +523,8 @@ class InferenceConfig(ConfigModel):
             "autoscaling": {"mode": Autoscaler.KEDA if keda else Autoscaler.HPA, "minReplicas": fewest},
             "apiKey": {"secretName": f"{given.value('name')}-api-key", "enabled": internet_facing},
             "monitoring": _monitoring_defaults(addons),
+            # Seed ch6 has VPAs: on wherever the VPA add-on installs its CRDs and recommender.
+            "vpa": {} if addons is None else {"enabled": addons.vpa.enabled},
             "terminationGracePeriodSeconds": given.value("pre_stop_seconds") + drain + GRACE_MARGIN_SECONDS,
         }
 
@@ -739,11 +746,11 @@ def addon_problems(config: InferenceConfig, addons: AddonsConfig) -> list[Invali
                 value=True,
             )
         )
-    if config.vpa.enabled:
+    if config.vpa.enabled and not addons.vpa.enabled:
         problems.append(
             Invalid(
-                "false: no add-on installs the VerticalPodAutoscaler recommender and CRDs yet (the chart can "
-                "render the recommendation-only VPA once one does)",
+                "false while addons.vpa.enabled is false (the VerticalPodAutoscaler CRDs and recommender "
+                "come from that add-on)",
                 key="inference.vpa.enabled",
                 value=True,
             )

@@ -144,11 +144,14 @@ def inference_placement(
         if inference.accelerator is Accelerator.GPU:
             autoscaler += (_need(addons.dcgm_exporter, "dcgmExporter"),)
     monitoring = inference.monitoring.service_monitor or inference.monitoring.dashboard
+    chat_ui = config.chat_ui
+    vpa = inference.vpa.enabled or (chat_ui.enabled and chat_ui.vpa.enabled)
     return Placement(
         node_selector=selector,
         after_capacity=capacity,
         after_load_balancer_controller=(_need(addons.load_balancer_controller, "loadBalancerController"),),
         after_autoscaler=autoscaler,
+        after_vpa=(_need(addons.vpa, "vpa"),) if vpa else (),
         after_metrics=(_need(addons.metrics, "metrics"),) if monitoring else (),
         rollout=rollout,
         ui_node_selector=cpu_selector,

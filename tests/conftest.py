@@ -132,11 +132,13 @@ VARIANT = {
 }
 
 #: The GPU-nodegroup alternative to the Karpenter default (seed ch5): managed GPU nodegroup, Karpenter
-#: off, metrics in Amazon Managed Prometheus (the other add-on switches, in the same synth).
+#: off, metrics in Amazon Managed Prometheus, no VPA add-on (so no VPA) (the other add-on switches, in the
+#: same synth).
 ALTERNATIVE = {
     "compute.gpuCapacity": "nodegroup",
     "addons.karpenter.enabled": False,
     "addons.metrics.backend": "amp",
+    "addons.vpa.enabled": False,
 }
 
 

@@ -28,12 +28,14 @@ from stacks.addons.load_balancer_controller import LoadBalancerControllerAddon
 from stacks.addons.metrics import MetricsAddon
 from stacks.addons.nvidia import DcgmExporterAddon, NvidiaDevicePluginAddon
 from stacks.addons.teardown import ClusterTeardown
+from stacks.addons.vpa import VpaAddon
 
 
 def default_addons() -> list[ClusterAddon]:
     """Every add-on, in install order: the EBS CSI driver first (so that on destroy it goes last, after the
     volumes of deleted claims are gone), Karpenter (it provides nodes), the LB controller (its webhooks
-    intercept Services of the releases after it), then the rest."""
+    intercept Services of the releases after it), then the rest; the VPA last (nothing in the cluster needs
+    it to run, and on destroy it goes first, after the InferenceStack's VPAs)."""
     return [
         EbsCsiDriverAddon(),
         KarpenterAddon(),
@@ -42,6 +44,7 @@ def default_addons() -> list[ClusterAddon]:
         NvidiaDevicePluginAddon(),
         DcgmExporterAddon(),
         KedaAddon(),
+        VpaAddon(),
     ]
 
 
@@ -58,6 +61,7 @@ class InstalledAddons:
     nvidia_device_plugin: Construct | None = None
     dcgm_exporter: Construct | None = None
     keda: Construct | None = None
+    vpa: Construct | None = None
 
     @classmethod
     def of(cls, installed: Mapping[str, Construct]) -> InstalledAddons:

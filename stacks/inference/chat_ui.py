@@ -5,7 +5,8 @@ through the cluster in the model's namespace, ordered like the model's manifests
   Controller; ``Endpoint`` waits for the NLB's hostname (the controller has created the TargetGroupBinding)
 * ``Workload`` (ServiceAccount, Deployment, PDB, NetworkPolicy) after the ``Endpoint``, so every UI pod gets
   the NLB target-health readiness gate, and after the CPU capacity it runs on
-* ``Autoscaling`` (the seed's HPA; the VPA when enabled) after the Workload
+* ``Autoscaling`` (the seed's HPA; the VPA when enabled) after the Workload, and with the VPA after the VPA
+  add-on (its CRDs)
 
 ``cdk destroy`` deletes them before the model's ``Base`` (the namespace) and while the controller still runs,
 so the controller removes the UI's NLB through the Service's finalizer.
@@ -61,8 +62,9 @@ class ChatUi(Construct):
 
     ``after_namespace``: the manifest that creates the namespace (and the API key Secret's home).
     ``after_load_balancer_controller``: before the Service. ``after_capacity``: before the Workload (the CPU
-    NodePool when there is one). ``node_selector``: the CPU nodes the UI runs on (default: any untainted
-    node). Exposes ``endpoint_hostname`` (the NLB's DNS name) and ``url`` (the page's URL).
+    NodePool when there is one). ``after_vpa``: before the VPA (the VPA add-on). ``node_selector``: the CPU
+    nodes the UI runs on (default: any untainted node). Exposes ``endpoint_hostname`` (the NLB's DNS name)
+    and ``url`` (the page's URL).
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class ChatUi(Construct):
         after_namespace: IConstruct,
         after_load_balancer_controller: tuple[IConstruct, ...] = (),
         after_capacity: tuple[IConstruct, ...] = (),
+        after_vpa: tuple[IConstruct, ...] = (),
         node_selector: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -126,6 +129,8 @@ class ChatUi(Construct):
         workload = self.manifests["Workload"]
         workload.node.add_dependency(after_namespace, service, endpoint, *after_capacity)
         self.manifests["Autoscaling"].node.add_dependency(workload)
+        if self.chart.vpa is not None:
+            self.manifests["Autoscaling"].node.add_dependency(*after_vpa)
 
         exposure = config.exposure
         # Ports 80 and 443 are the scheme's own: the URL needs no port.

@@ -11,7 +11,8 @@ cdk8s ``InferenceChart`` applied through the cluster as five manifests with expl
   TargetGroupBinding and gets the NLB target-health readiness gate (zero-downtime rollouts: an old pod
   stops only when its replacement is a healthy NLB target), and after the GPU capacity (Karpenter
   NodePools or the GPU nodegroup), the NVIDIA device plugin and the Pod Identity association
-* ``Autoscaling`` (ScaledObject or HPA) after the Workload, KEDA and Prometheus
+* ``Autoscaling`` (ScaledObject or HPA; the VPA) after the Workload, KEDA and Prometheus, and with a VPA
+  after the VPA add-on (its CRDs)
 * ``Monitoring`` (ServiceMonitor, Grafana dashboard) after Prometheus
 
 Dependencies on add-on constructs make this stack depend on the AddonsStack, so ``cdk destroy`` deletes
@@ -68,7 +69,8 @@ class Placement:
     ``node_selector``: labels of the nodes the pods run on (GPU NodePool or nodegroup, a CPU pool, or none).
     ``after_capacity``: before the Deployment (NodePools or the GPU nodegroup, the NVIDIA device plugin);
     ``after_load_balancer_controller``: before the Service; ``after_autoscaler``: before the ScaledObject
-    or HPA (KEDA, Prometheus, the DCGM exporter); ``after_metrics``: before the ServiceMonitor and dashboard.
+    or HPA (KEDA, Prometheus, the DCGM exporter); ``after_vpa``: before a VerticalPodAutoscaler, of the model
+    or the chat UI (the VPA add-on: its CRDs); ``after_metrics``: before the ServiceMonitor and dashboard.
     ``rollout``: the Deployment's rolling update, as the capacity allows (``Rollout``).
     ``ui_node_selector`` / ``after_ui_capacity``: the CPU nodes of the chat UI and what creates them (the
     general-purpose NodePool, or none: any untainted node such as the system nodegroup).
@@ -79,6 +81,7 @@ class Placement:
     after_capacity: tuple[IConstruct, ...] = ()
     after_load_balancer_controller: tuple[IConstruct, ...] = ()
     after_autoscaler: tuple[IConstruct, ...] = ()
+    after_vpa: tuple[IConstruct, ...] = ()
     after_metrics: tuple[IConstruct, ...] = ()
     ui_node_selector: Mapping[str, str] = field(default_factory=dict)
     after_ui_capacity: tuple[IConstruct, ...] = ()
@@ -185,6 +188,8 @@ class InferenceStack(Stack):
             workload.node.add_dependency(self.model_access.association)
         if "Autoscaling" in self.manifests:
             self.manifests["Autoscaling"].node.add_dependency(workload, *placement.after_autoscaler)
+            if any(m["kind"] == "VerticalPodAutoscaler" for m in grouped["Autoscaling"]):
+                self.manifests["Autoscaling"].node.add_dependency(*placement.after_vpa)
         if "Monitoring" in self.manifests:
             self.manifests["Monitoring"].node.add_dependency(base, *placement.after_metrics)
 
@@ -215,6 +220,7 @@ class InferenceStack(Stack):
                 after_namespace=base,
                 after_load_balancer_controller=placement.after_load_balancer_controller,
                 after_capacity=placement.after_ui_capacity,
+                after_vpa=placement.after_vpa,
                 node_selector=placement.ui_node_selector,
             )
 

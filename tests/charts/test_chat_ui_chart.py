@@ -159,10 +159,12 @@ def test_hpa_follows_the_config() -> None:
 
 
 def test_vpa_is_the_seeds_in_recommendation_mode(rendered_chat_ui: dict[str, Manifests]) -> None:
-    vpa = one(rendered_chat_ui["vpa"], "VerticalPodAutoscaler")
-    assert vpa["apiVersion"] == "autoscaling.k8s.io/v1"
-    assert vpa["spec"] == SEED_VPA_SPEC
-    assert not by_kind(rendered_chat_ui["default"], "VerticalPodAutoscaler")
+    # On by default (the seed has it; config/app.py turns it off with the VPA add-on), off on request.
+    for variant in ("default", "vpa"):
+        vpa = one(rendered_chat_ui[variant], "VerticalPodAutoscaler")
+        assert vpa["apiVersion"] == "autoscaling.k8s.io/v1"
+        assert vpa["spec"] == SEED_VPA_SPEC
+    assert not by_kind(render(config_of({"vpa": {"enabled": False}})), "VerticalPodAutoscaler")
 
 
 def test_the_deployment_leaves_replicas_to_the_hpa(rendered_chat_ui: dict[str, Manifests]) -> None:

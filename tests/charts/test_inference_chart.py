@@ -41,6 +41,7 @@ def test_default_renders_the_full_gpu_keda_service(default: Manifests) -> None:
         ("Service", "my-llama-svc"),
         ("NetworkPolicy", "my-llama"),
         ("ScaledObject", "my-llama"),
+        ("VerticalPodAutoscaler", "my-llama"),
         ("ServiceMonitor", "my-llama"),
         ("ConfigMap", "my-llama-dashboard"),
     ]

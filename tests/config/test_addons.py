@@ -313,3 +313,70 @@ def test_the_runbooks_ami_check_names_the_default_pin():
     )
     recommended = al2023_ami_parameter(DEFAULT_KUBERNETES_VERSION, "x86_64", "nvidia", "latest")
     assert f"--name {recommended} " in runbook
+
+
+# --- the VPA add-on (issue 15) ------------------------------------------------------------------------------
+
+
+def test_vpa_addon_and_the_seeds_vpas_are_on_by_default():
+    config = _load()
+    assert config.addons.vpa.enabled
+    assert config.inference.vpa.enabled and config.inference.vpa.update_mode == "Off"
+    assert config.chat_ui.vpa.enabled and config.chat_ui.vpa.update_mode == "Off"
+
+
+def test_without_the_vpa_addon_no_vpa_is_rendered_by_default():
+    config = _load(**{"addons.vpa.enabled": False})
+    assert not config.inference.vpa.enabled and not config.chat_ui.vpa.enabled
+    # ...and a VPA can be switched off with the add-on left on.
+    config = _load(**{"inference.vpa.enabled": False})
+    assert config.addons.vpa.enabled and not config.inference.vpa.enabled and config.chat_ui.vpa.enabled
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"addons.vpa.enabled": False, "inference.vpa.enabled": True},
+            "Invalid config 'inference.vpa.enabled': True. Allowed: false while addons.vpa.enabled is false "
+            "(the VerticalPodAutoscaler CRDs and recommender come from that add-on).",
+        ),
+        (
+            {"addons.vpa.enabled": "false", "chatUi.vpa.enabled": "true"},
+            "Invalid config 'chatUi.vpa.enabled': True. Allowed: false while addons.vpa.enabled is false "
+            "(the VerticalPodAutoscaler CRDs and recommender come from that add-on).",
+        ),
+        (
+            {
+                "chatUi.enabled": False,
+                "cluster.managedAddons": "vpc-cni,kube-proxy,coredns,eks-pod-identity-agent",
+            },
+            "Invalid config 'cluster.managedAddons': ['vpc-cni', 'kube-proxy', 'coredns', "
+            "'eks-pod-identity-agent']. Allowed: a list that includes 'metrics-server' while "
+            "addons.vpa.enabled is true (the VPA recommender reads pod usage from the metrics API).",
+        ),
+        (
+            {"addons.vpa.enabled": "yes"},
+            "Invalid config 'addons.vpa.enabled': 'yes'. Allowed: true or false.",
+        ),
+    ],
+)
+def test_vpa_error_texts(overrides, message):
+    assert _error(**overrides) == message
+
+
+def test_both_vpas_on_without_the_addon_name_both_keys():
+    with pytest.raises(ConfigError) as info:
+        _load(**{"addons.vpa.enabled": False, "inference.vpa.enabled": True, "chatUi.vpa.enabled": True})
+    assert [p.key for p in info.value.problems] == ["inference.vpa.enabled", "chatUi.vpa.enabled"]
+
+
+def test_no_metrics_server_is_fine_without_the_vpa_addon_and_the_chat_ui():
+    config = _load(
+        **{
+            "addons.vpa.enabled": False,
+            "chatUi.enabled": False,
+            "cluster.managedAddons": "vpc-cni,kube-proxy,coredns,eks-pod-identity-agent",
+        }
+    )
+    assert "metrics-server" not in config.cluster.managed_addons

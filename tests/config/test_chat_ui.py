@@ -35,7 +35,9 @@ def test_on_by_default_with_the_seed_hpa() -> None:
     assert ui.enabled
     a = ui.autoscaling
     assert (a.min_replicas, a.max_replicas, a.cpu_utilization) == (1, 5, 70)
-    assert not ui.vpa.enabled and ui.vpa.update_mode == "Off"
+    # Seed ch6's VPA, recommendations only, with the VPA add-on (on by default); off without it.
+    assert ui.vpa.enabled and ui.vpa.update_mode == "Off"
+    assert not load(**{"addons.vpa.enabled": False}).chat_ui.vpa.enabled
     assert ui.exposure.scheme.value == "internal" and not ui.exposure.tls and ui.exposure.port == 80
     assert ui.exposure.path == "chatUi.exposure"
     assert (ui.resources.cpu_request, ui.resources.cpu_limit, ui.resources.memory) == ("250m", "1", "512Mi")
@@ -141,10 +143,9 @@ def test_disabled_skips_the_cross_section_rules() -> None:
         ),
         (
             "dev",
-            {"chatUi.vpa.enabled": True},
-            "Invalid config 'chatUi.vpa.enabled': True. Allowed: false: no add-on installs the "
-            "VerticalPodAutoscaler recommender and CRDs yet (the chart can render the recommendation-only "
-            "VPA once one does).",
+            {"addons.vpa.enabled": False, "chatUi.vpa.enabled": True},
+            "Invalid config 'chatUi.vpa.enabled': True. Allowed: false while addons.vpa.enabled is false "
+            "(the VerticalPodAutoscaler CRDs and recommender come from that add-on).",
         ),
         (
             "dev",

@@ -43,7 +43,13 @@ def test_every_bad_key_is_reported_in_one_message() -> None:
 
 
 def test_several_problems_of_one_rule_are_all_named() -> None:
-    error = _error(**{"addons.loadBalancerController.enabled": "false", "inference.vpa.enabled": "true"})
+    error = _error(
+        **{
+            "addons.loadBalancerController.enabled": "false",
+            "addons.vpa.enabled": "false",
+            "inference.vpa.enabled": "true",
+        }
+    )
     assert [p.key for p in error.problems] == [
         "addons.loadBalancerController.enabled",
         "inference.vpa.enabled",

@@ -34,7 +34,8 @@ def test_defaults_are_the_production_gpu_service() -> None:
     )
     assert c.exposure.scheme is Scheme.INTERNAL and c.exposure.source_ranges == ()
     assert c.model.uri == DEFAULT_MODEL_URI and c.model.file_name == "llama-2-7b-chat.Q2_K.gguf"
-    assert not c.vpa.enabled and not c.api_key.enabled
+    # Seed ch6's VPA, recommendations only: on (config/app.py switches it off with addons.vpa.enabled).
+    assert c.vpa.enabled and c.vpa.update_mode == "Off" and not c.api_key.enabled
     assert c.api_key.secret_name == "my-llama-api-key"
     assert c.termination_grace_seconds == 15 + 60 + 10
     assert c.zone_spread == "DoNotSchedule" and not c.registry_scan_on_push
@@ -61,7 +62,7 @@ def test_full_section_is_read() -> None:
                 "maxReplicas": 4,
                 "keda": {"queuePerReplica": 3, "cooldownSeconds": 600},
             },
-            "vpa": {"enabled": "true"},
+            "vpa": {"enabled": "false"},
             "apiKey": {"enabled": True},
             "monitoring": {"prometheusNamespace": "observability"},
             "server": {"drainTimeoutSeconds": 120},
@@ -71,7 +72,7 @@ def test_full_section_is_read() -> None:
     assert c.exposure.source_ranges == ("198.51.100.0/24", "203.0.113.7/32")
     assert c.autoscaling.min_replicas == 0 and c.autoscaling.keda.queue_per_replica == 3
     assert c.autoscaling.keda.cooldown_seconds == 600 and c.autoscaling.keda.in_flight_per_replica == 4
-    assert c.vpa.enabled and c.api_key.secret_name == "chat-api-key"
+    assert not c.vpa.enabled and c.api_key.secret_name == "chat-api-key"
     assert c.termination_grace_seconds == 15 + 120 + 10
 
 

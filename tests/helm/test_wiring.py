@@ -28,7 +28,7 @@ import yaml
 
 from tests.helm.conftest import HelmVariant, skip_unproven
 from tests.helpers import kube_schema
-from tests.helpers.crd_schema import CrdValidationError
+from tests.helpers.crd_schema import CrdSet, CrdValidationError
 from tests.helpers.helm import manifests, node_unschedulable_reasons, placeholder, selector_matches
 
 WORKLOAD_KINDS = {"Deployment", "DaemonSet", "StatefulSet", "Job"}
@@ -299,24 +299,35 @@ def test_keda_dcgm_query_uses_metric_and_label_names_the_exporter_provides(helm_
 
 
 def test_app_custom_resources_have_their_crd_installed_before_them(helm_variant: HelmVariant):
-    crds = helm_variant.crd_set
-    owner: dict[tuple[str, str], str] = {}
-    for r in helm_variant.releases:
-        for crd in r.crds:
-            for version in crd["spec"]["versions"]:
-                owner[(f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])] = r.release
+    """A CRD comes from a release (the chart's crds/ or templates) or from a manifest the app applies itself
+    (the VPA add-on's vendored CRDs); in the same stack the custom resource waits for it, across stacks the
+    stack dependency orders them."""
+    objects = list(manifests(helm_variant.templates))
+    applied_crds = [(s, i, o) for s, i, _, o in objects if o["kind"] == "CustomResourceDefinition"]
+    crds = CrdSet([*(crd for r in helm_variant.releases for crd in r.crds), *(o for *_, o in applied_crds)])
+    # (apiVersion, kind) -> (stack, logical id, what installs it)
+    owner: dict[tuple[str, str], tuple[str, str, str]] = {}
+    installed_by = [
+        (crd, (r.release.stack, r.release.logical_id, str(r.release)))
+        for r in helm_variant.releases
+        for crd in r.crds
+    ]
+    installed_by += [(crd, (s, i, f"manifest {s}/{i}")) for s, i, crd in applied_crds]
+    for crd, installer in installed_by:
+        for version in crd["spec"]["versions"]:
+            owner[(f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])] = installer
     problems, count = [], 0
-    for stack, logical_id, ancestors, obj in manifests(helm_variant.templates):
+    for stack, logical_id, ancestors, obj in objects:
         key = (obj["apiVersion"], obj["kind"])
         if kube_schema.is_builtin(*key, helm_variant.kube_version):
             continue
         count += 1
         if key not in owner:
-            problems.append(f"{stack}/{logical_id} {obj['kind']}: no release installs its CRD")
+            problems.append(f"{stack}/{logical_id} {obj['kind']}: nothing installs its CRD")
             continue
-        release = owner[key]
-        if stack == release.stack and release.logical_id not in ancestors:
-            problems.append(f"{stack}/{logical_id} {obj['kind']}: does not wait for {release}")
+        owner_stack, owner_id, what = owner[key]
+        if stack == owner_stack and owner_id not in ancestors:
+            problems.append(f"{stack}/{logical_id} {obj['kind']}: does not wait for {what}")
         try:
             crds.validate(obj)
         except CrdValidationError as err:

@@ -265,12 +265,32 @@ def test_install_order_is_a_chain_and_nodepools_follow_the_controller(addons, re
 def test_every_manifest_validates_strictly_against_its_crd_or_the_kubernetes_schema(addons, synthesized):
     docs = [doc for docs in manifests(addons).values() for doc in docs]
     kinds = sorted((d["apiVersion"], d["kind"], d["metadata"]["name"]) for d in docs)
-    assert kinds == [
-        ("karpenter.k8s.aws/v1", "EC2NodeClass", "default"),
-        ("karpenter.sh/v1", "NodePool", "eks-gpu-np"),
-        ("monitoring.coreos.com/v1", "ServiceMonitor", "dcgm-exporter"),
-        ("storage.k8s.io/v1", "StorageClass", "gp3-encrypted"),
-    ]
+    vpa_roles = ["actor", "checkpoint-actor", "metrics-reader", "status-actor", "target-reader"]
+    assert kinds == sorted(
+        [
+            (
+                "apiextensions.k8s.io/v1",
+                "CustomResourceDefinition",
+                "verticalpodautoscalercheckpoints.autoscaling.k8s.io",
+            ),
+            (
+                "apiextensions.k8s.io/v1",
+                "CustomResourceDefinition",
+                "verticalpodautoscalers.autoscaling.k8s.io",
+            ),
+            ("apps/v1", "Deployment", "vpa-recommender"),
+            ("karpenter.k8s.aws/v1", "EC2NodeClass", "default"),
+            ("karpenter.sh/v1", "NodePool", "eks-gpu-np"),
+            ("monitoring.coreos.com/v1", "ServiceMonitor", "dcgm-exporter"),
+            *[("rbac.authorization.k8s.io/v1", "ClusterRole", f"vpa-recommender:{r}") for r in vpa_roles],
+            *[
+                ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", f"vpa-recommender:{r}")
+                for r in vpa_roles
+            ],
+            ("storage.k8s.io/v1", "StorageClass", "gp3-encrypted"),
+            ("v1", "ServiceAccount", "vpa-recommender"),
+        ]
+    )
     crd_apis = {api for api, _ in served_schemas()}
     version = synthesized.config.cluster.kubernetes_version
     for doc in docs:

@@ -76,7 +76,10 @@ def test_manifests_and_pinned_logical_ids(template: dict[str, Any]) -> None:
         ("PodDisruptionBudget", "chatbot-ui-pdb"),
         ("NetworkPolicy", "chatbot-ui"),
     ]
-    assert kinds_and_names(res[UI_IDS["Autoscaling"]]) == [("HorizontalPodAutoscaler", "chatbot-ui-hpa")]
+    assert kinds_and_names(res[UI_IDS["Autoscaling"]]) == [
+        ("HorizontalPodAutoscaler", "chatbot-ui-hpa"),
+        ("VerticalPodAutoscaler", "chatbot-ui-vpa"),
+    ]
     for resource_id in (UI_IDS["Service"], UI_IDS["Workload"], UI_IDS["Autoscaling"]):
         assert {m["metadata"]["namespace"] for m in manifest_of(res[resource_id])} == {"llama"}
     kinds = [k for group in CHAT_UI_MANIFEST_GROUPS.values() for k in group]

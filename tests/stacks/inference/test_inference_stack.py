@@ -83,7 +83,7 @@ def test_manifests_and_pinned_logical_ids(template: dict[str, Any]) -> None:
     assert kinds(template, LOGICAL_IDS["Base"]) == ["Namespace", "ServiceAccount"]
     assert kinds(template, LOGICAL_IDS["Workload"]) == ["Deployment", "PodDisruptionBudget", "NetworkPolicy"]
     assert kinds(template, LOGICAL_IDS["Service"]) == ["Service"]
-    assert kinds(template, LOGICAL_IDS["Autoscaling"]) == ["ScaledObject"]
+    assert kinds(template, LOGICAL_IDS["Autoscaling"]) == ["ScaledObject", "VerticalPodAutoscaler"]
     assert kinds(template, LOGICAL_IDS["Monitoring"]) == ["ServiceMonitor", "ConfigMap"]
     assert sorted(k for g in MANIFEST_GROUPS.values() for k in g) == sorted(
         {k for g in MANIFEST_GROUPS.values() for k in g}
@@ -119,7 +119,7 @@ def test_cross_stack_dependencies_on_the_addons(synthesized: Synthesized) -> Non
     assert installed.nvidia_device_plugin in deps("Workload")
     # ... the LB controller before the Service, KEDA (and its metrics) before the ScaledObject ...
     assert installed.load_balancer_controller in deps("Service")
-    for addon in (installed.keda, installed.metrics, installed.dcgm_exporter):
+    for addon in (installed.keda, installed.metrics, installed.dcgm_exporter, installed.vpa):
         assert addon is not None and addon in deps("Autoscaling")
     assert installed.metrics in deps("Monitoring")
     # ... which CloudFormation sees as a stack dependency: Inference deploys after Addons and is
@@ -239,7 +239,7 @@ def test_cdk_nag_clean(synthesized: Synthesized) -> None:
 def test_nodegroup_hpa_s3_variant(nodegroup_hpa: Synthesized) -> None:
     template = nodegroup_hpa.template("Inference")
     t = Template.from_json(template)
-    assert kinds(template, LOGICAL_IDS["Autoscaling"]) == ["HorizontalPodAutoscaler"]
+    assert kinds(template, LOGICAL_IDS["Autoscaling"]) == ["HorizontalPodAutoscaler", "VerticalPodAutoscaler"]
     (deployment, *_) = manifest_of(template["Resources"][LOGICAL_IDS["Workload"]])
     assert deployment["spec"]["template"]["spec"]["nodeSelector"] == {"llama-eks/node-class": "gpu"}
     (service,) = manifest_of(template["Resources"][LOGICAL_IDS["Service"]])
@@ -294,7 +294,7 @@ def test_cpu_variant(cpu: Synthesized) -> None:
     (deployment, *_) = manifest_of(template["Resources"][LOGICAL_IDS["Workload"]])
     spec = deployment["spec"]["template"]["spec"]
     assert "nodeSelector" not in spec and "tolerations" not in spec
-    assert kinds(template, LOGICAL_IDS["Autoscaling"]) == ["HorizontalPodAutoscaler"]
+    assert kinds(template, LOGICAL_IDS["Autoscaling"]) == ["HorizontalPodAutoscaler", "VerticalPodAutoscaler"]
     warnings = [text for level, text in cpu.messages("Inference") if "warning" in level.lower()]
     assert any("no CPU node pool is configured" in str(w) for w in warnings)
 
@@ -340,10 +340,9 @@ def _load(overrides: dict[str, Any]) -> Any:
             "inference.autoscaling.mode is 'keda' on GPU (the GPU utilisation trigger).",
         ),
         (
-            {"inference.vpa.enabled": True},
-            "Invalid config 'inference.vpa.enabled': True. Allowed: false: no add-on installs the "
-            "VerticalPodAutoscaler recommender and CRDs yet (the chart can render the recommendation-only "
-            "VPA once one does).",
+            {"addons.vpa.enabled": False, "inference.vpa.enabled": True},
+            "Invalid config 'inference.vpa.enabled': True. Allowed: false while addons.vpa.enabled is false "
+            "(the VerticalPodAutoscaler CRDs and recommender come from that add-on).",
         ),
     ],
 )
@@ -385,7 +384,7 @@ def test_match_is_used_for_the_seed_service(template: dict[str, Any]) -> None:
 def test_prod_serving_survives_a_node_disruption(variant: Synthesized) -> None:
     resources = variant.template("Inference")["Resources"]
     deployment, pdb, _ = manifest_of(resources[LOGICAL_IDS["Workload"]])
-    (scaled_object,) = manifest_of(resources[LOGICAL_IDS["Autoscaling"]])
+    scaled_object, _vpa = manifest_of(resources[LOGICAL_IDS["Autoscaling"]])
     # Two replicas at least, never both in one zone, and no voluntary eviction of the last ready one.
     assert scaled_object["spec"]["minReplicaCount"] == 2
     assert scaled_object["spec"]["fallback"]["replicas"] == 2
@@ -405,7 +404,7 @@ def test_prod_serving_survives_a_node_disruption(variant: Synthesized) -> None:
 
 def test_dev_serving_defaults(template: dict[str, Any]) -> None:
     deployment, pdb, _ = manifest_of(template["Resources"][LOGICAL_IDS["Workload"]])
-    (scaled_object,) = manifest_of(template["Resources"][LOGICAL_IDS["Autoscaling"]])
+    scaled_object, _vpa = manifest_of(template["Resources"][LOGICAL_IDS["Autoscaling"]])
     assert scaled_object["spec"]["minReplicaCount"] == 1
     assert pdb["spec"]["maxUnavailable"] == 1  # one replica: drains are not blocked (dev)
     # Karpenter launches a node for the extra pod of a rollout.
@@ -437,6 +436,7 @@ def test_rollout_fits_the_capacity(overrides: dict[str, Any], rollout: tuple[int
         nvidia_device_plugin=addon,
         dcgm_exporter=addon,
         keda=addon,
+        vpa=addon,
     )
     placement = inference_placement(_load(overrides), addons=installed, gpu_nodegroup=Construct(root, "Ng"))
     assert (placement.rollout.max_surge, placement.rollout.max_unavailable) == rollout
