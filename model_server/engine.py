@@ -539,9 +539,12 @@ class Engine:
         """This step's decodes in order, each a list of (slot, tokens) of at most n_batch tokens:
 
         1. prompt tails (a prompt's last partial block, computed row by row: cheap, and it gives its
-           request its first token); with `serial_prefill` each in a decode of its own, shortest first,
-           so that the first request's first token does not wait for the other tails (on a CPU a decode
-           costs about its tokens); else together with the generated tokens;
+           request its first token). With `serial_prefill` one tail per step (admission order), in a
+           decode of its own before the generated tokens: on a CPU a decode costs about its tokens, so a
+           request's first token then waits for one tail, not for every tail admitted with it, and
+           requests that arrived together get their first tokens, and so finish, in different steps
+           (their clients' next requests do not arrive together again). Else all tails, together with
+           the generated tokens;
         2. one token per generating slot, row by row;
         3. whole prompt blocks (admission order), in a decode of their own (kvcache: the same kernel
            for a row whatever runs next to it).
@@ -555,9 +558,9 @@ class Engine:
         budget = min(self.n_batch, max(block, self.prefill_chunk)) if rows else self.n_batch
         prefilling = [s for s in slots if s.placed and s.prefilling]
         tails = []
-        for slot in sorted(prefilling, key=lambda s: len(s.req.prompt_tokens) - s.n_prompt_done):
+        for slot in prefilling:
             left = len(slot.req.prompt_tokens) - slot.n_prompt_done
-            if left < block and left <= budget:
+            if left < block and left <= budget and not (self.serial_prefill and tails):
                 tails.append((slot, left))
                 budget -= left
         blocks = []
@@ -569,7 +572,7 @@ class Engine:
                 budget -= take
         decodes: list[list[tuple[_Slot, int]]] = []
         if self.serial_prefill:
-            decodes = [[tail] for tail in tails]
+            decodes = [tails] if tails else []
         else:
             rows += tails
         rows.sort(key=lambda st: st[0].seq_id)

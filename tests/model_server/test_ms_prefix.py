@@ -297,15 +297,17 @@ def _tokens(model, text: str) -> list[int]:
 
 
 def test_requests_admitted_together_get_their_first_tokens_one_after_the_other(tiny_gguf):
-    """Serial prefill (the CPU default): each new prompt's tail is a decode of its own, shortest first, and
-    its first token is sampled before the next tail is computed; all together, every first token waits
-    for the one decode of all tails. Greedy outputs are the same either way."""
+    """Serial prefill (the CPU default): one new prompt's tail per step, in a decode of its own before the
+    generated tokens, in admission order, so each first token waits for one tail and requests admitted
+    together start (and finish) in different steps; all together, every first token waits for the one
+    decode of all tails. Greedy outputs are the same either way."""
     words = _tokens(tiny_gguf, PREFIX * 2)
     prompts = [words[i : i + n] for i, n in enumerate((50, 30, 10, 40))]  # admission order
     serial, joint = _OneStep(tiny_gguf, prompts), _OneStep(tiny_gguf, prompts, serial=False)
-    assert [i for i, _ in serial.firsts] == [2, 1, 3, 0]  # 10, 30, 40, 50 prompt tokens
+    assert [i for i, _ in serial.firsts] == [0, 1, 2, 3]
     start = serial.firsts[0][1] - 1
-    assert [n - start for _, n in serial.firsts] == [1, 2, 3, 4]
+    # Step 1: tail 0. Step 2: tail 1, then request 0's second token. Step 3: tail 2, then 0 and 1...
+    assert [n - start for _, n in serial.firsts] == [1, 2, 4, 6]
     assert len({n for _, n in joint.firsts}) == 1  # one decode gave all four first tokens
     assert serial.texts == joint.texts and all(serial.texts)
 
