@@ -557,7 +557,7 @@ class Engine:
         rows = [(s, 1) for s in slots if s.next_token is not None]
         budget = min(self.n_batch, max(block, self.prefill_chunk)) if rows else self.n_batch
         prefilling = [s for s in slots if s.placed and s.prefilling]
-        tails = []
+        tails: list[tuple[_Slot, int]] = []
         for slot in prefilling:
             left = len(slot.req.prompt_tokens) - slot.n_prompt_done
             if left < block and left <= budget and not (self.serial_prefill and tails):
