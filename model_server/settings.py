@@ -111,10 +111,10 @@ class Settings(BaseSettings):
     prefill_serial: bool | None = Field(
         None,
         description="Read newly admitted requests' prompt tails (the tokens past the reused prefix and the "
-        "whole 64-token blocks) one request per llama_decode, shortest first, before the generating "
-        "requests' next tokens: on a CPU a decode costs about its tokens, so each request's first token "
-        "waits only for the tails before it, not for all of them. Default: on for CPU, off with GPU "
-        "offload (a GPU decodes a batch in about the time of one row: one decode for all is faster).",
+        "whole 64-token blocks) one request per step, in admission order, in a llama_decode of its own "
+        "before the generating requests' next tokens: on a CPU a decode costs about its tokens, so a "
+        "request's first token waits for its own tail, not for all tails admitted with it. Default: on for "
+        "CPU, off with GPU offload (a GPU decodes a batch in about the time of one row).",
     )
 
     # --- admission / backpressure ----------------------------------------------------------------------
