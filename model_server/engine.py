@@ -173,14 +173,17 @@ class Engine:
         prefix_cache: bool = True,
         cache_seqs: int = 0,
         prefill_chunk: int = 256,
+        serial_prefill: bool = True,
     ) -> None:
         """`prefix_cache`: reuse KV of running and finished sequences; `cache_seqs`: extra KV sequences
         that only keep finished requests' tokens for reuse (n_ctx cells each); `prefill_chunk`: most prompt
-        tokens per step while other sequences are generating."""
+        tokens per step while other sequences are generating; `serial_prefill`: compute new requests'
+        prompt tails one request per decode, shortest first, before the generated tokens (`_plan`)."""
         self.model_path = model_path
         self.max_concurrency = max_concurrency
         self.max_queue = max_queue
         self.prefill_chunk = prefill_chunk
+        self.serial_prefill = serial_prefill
         self._lock = threading.Condition()
         self._pending: deque[GenRequest] = deque()
         self._inflight = 0  # accepted and not finished (queued + active)
@@ -254,6 +257,7 @@ class Engine:
                 "kv_sequences": n_seqs,
                 "prefix_cache": reuse,
                 "prefill_chunk": prefill_chunk,
+                "serial_prefill": serial_prefill,
                 "n_threads": n_threads,
                 "n_gpu_layers": n_gpu_layers,
             },
@@ -493,15 +497,13 @@ class Engine:
                 continue
             self._place(slots)
             slots = [s for s in slots if s.seq_id in self._slots]  # _place fails a sampler it cannot build
-            rows, blocks = self._plan(slots)
-            if rows or blocks:
-                metrics.STEP_TOKENS.observe(sum(n for _, n in rows) + sum(n for _, n in blocks))
-            # Rows computed row by row (generated tokens, last partial prompt blocks), then whole prompt
-            # blocks in a decode of their own (see kvcache: the same kernel for a row whatever runs
-            # next to it). Each decode's logits are sampled before the next decode overwrites them.
-            for part in (rows, blocks):
-                for chunk in self._split(part):
-                    self._decode(chunk)
+            decodes = self._plan(slots)
+            if decodes:
+                metrics.STEP_TOKENS.observe(sum(n for part in decodes for _, n in part))
+            # Each decode's logits are sampled (and a request's first token sent) before the next decode
+            # overwrites them.
+            for part in decodes:
+                self._decode(part)
             self._update_kv_usage()
 
     def _place(self, slots: list[_Slot]) -> None:
@@ -533,21 +535,33 @@ class Engine:
         metrics.PREFIX_EVICTIONS.inc(stats.evictions - seen.evictions)
         seen.copies, seen.evictions = stats.copies, stats.evictions
 
-    def _plan(self, slots: list[_Slot]) -> tuple[list[tuple[_Slot, int]], list[tuple[_Slot, int]]]:
-        """This step's work: (slot, tokens) for the row-by-row decode (one token per generating slot, and
-        the last partial block of prompts, which are cheap and give their request its first token) and
-        for the block decode (whole prompt blocks in admission order). Prompt tokens are capped at n_batch,
-        and at `prefill_chunk` while any slot is generating (chunked prefill). Each list is in sequence-id
-        order: llama.cpp splits a batch of per-sequence streams into micro-batches of consecutive
-        sequence ids, so this order keeps a decode in as few of them as possible."""
+    def _plan(self, slots: list[_Slot]) -> list[list[tuple[_Slot, int]]]:
+        """This step's decodes in order, each a list of (slot, tokens) of at most n_batch tokens:
+
+        1. prompt tails (a prompt's last partial block, computed row by row: cheap, and it gives its
+           request its first token). With `serial_prefill` one tail per step (admission order), in a
+           decode of its own before the generated tokens: on a CPU a decode costs about its tokens, so a
+           request's first token then waits for one tail, not for every tail admitted with it, and
+           requests that arrived together get their first tokens, and so finish, in different steps
+           (their clients' next requests do not arrive together again). Else all tails, together with
+           the generated tokens;
+        2. one token per generating slot, row by row;
+        3. whole prompt blocks (admission order), in a decode of their own (kvcache: the same kernel
+           for a row whatever runs next to it).
+
+        Prompt tokens are capped at n_batch, and at `prefill_chunk` while any slot is generating
+        (chunked prefill). Decodes of several slots are in sequence-id order: llama.cpp splits a batch of
+        per-sequence streams into micro-batches of consecutive sequence ids, so this order keeps a
+        decode in as few of them as possible."""
         block = self.kv.block
         rows = [(s, 1) for s in slots if s.next_token is not None]
         budget = min(self.n_batch, max(block, self.prefill_chunk)) if rows else self.n_batch
         prefilling = [s for s in slots if s.placed and s.prefilling]
+        tails: list[tuple[_Slot, int]] = []
         for slot in prefilling:
             left = len(slot.req.prompt_tokens) - slot.n_prompt_done
-            if left < block and left <= budget:
-                rows.append((slot, left))
+            if left < block and left <= budget and not (self.serial_prefill and tails):
+                tails.append((slot, left))
                 budget -= left
         blocks = []
         for slot in prefilling:
@@ -556,9 +570,14 @@ class Engine:
             if take > 0:
                 blocks.append((slot, take))
                 budget -= take
+        decodes: list[list[tuple[_Slot, int]]] = []
+        if self.serial_prefill:
+            decodes = [tails] if tails else []
+        else:
+            rows += tails
         rows.sort(key=lambda st: st[0].seq_id)
         blocks.sort(key=lambda st: st[0].seq_id)
-        return rows, blocks
+        return decodes + self._split(rows) + self._split(blocks)
 
     def _split(self, part: list[tuple[_Slot, int]]) -> list[list[tuple[_Slot, int]]]:
         """`part` in decodes of at most n_batch tokens (more generating slots than n_batch, or blocks)."""

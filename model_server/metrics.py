@@ -43,7 +43,10 @@ REQUESTS_DEFERRED = Gauge(
 PROMPT_TOKENS = Counter("llamacpp:prompt_tokens", "Prompt tokens processed.", registry=REGISTRY)
 PREDICTED_TOKENS = Counter("llamacpp:tokens_predicted", "Generated tokens.", registry=REGISTRY)
 DECODE_STEPS = Counter(
-    "llamacpp:n_decode", "llama_decode calls (one or two per engine step).", registry=REGISTRY
+    "llamacpp:n_decode",
+    "llama_decode calls (per engine step: one per new prompt tail with serial prefill, one for the "
+    "generated tokens, one for whole prompt blocks).",
+    registry=REGISTRY,
 )
 KV_CACHE_USAGE = Gauge(
     "llamacpp:kv_cache_usage_ratio",

@@ -143,6 +143,7 @@ def serve(settings: Settings) -> int:
         prefix_cache=settings.prefix_cache,
         cache_seqs=settings.prefix_cache_seqs,
         prefill_chunk=settings.resolved_prefill_chunk(),
+        serial_prefill=settings.resolved_prefill_serial(),
     )
     embedder = None
     if settings.embeddings:

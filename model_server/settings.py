@@ -108,6 +108,14 @@ class Settings(BaseSettings):
         "Default: 256 on CPU, MODEL_SERVER_N_BATCH with GPU offload (a GPU reads a prompt chunk in about "
         "the time of one decode step).",
     )
+    prefill_serial: bool | None = Field(
+        None,
+        description="Read newly admitted requests' prompt tails (the tokens past the reused prefix and the "
+        "whole 64-token blocks) one request per step, in admission order, in a llama_decode of its own "
+        "before the generating requests' next tokens: on a CPU a decode costs about its tokens, so a "
+        "request's first token waits for its own tail, not for all tails admitted with it. Default: on for "
+        "CPU, off with GPU offload (a GPU decodes a batch in about the time of one row).",
+    )
 
     # --- admission / backpressure ----------------------------------------------------------------------
     max_concurrency: int = Field(
@@ -205,6 +213,12 @@ class Settings(BaseSettings):
         if self.prefill_chunk is not None:
             return self.prefill_chunk
         return self.n_batch if self.n_gpu_layers != 0 else CPU_PREFILL_CHUNK
+
+    def resolved_prefill_serial(self) -> bool:
+        """MODEL_SERVER_PREFILL_SERIAL, or its default for the accelerator."""
+        if self.prefill_serial is not None:
+            return self.prefill_serial
+        return self.n_gpu_layers == 0
 
     def resolved_model_path(self) -> Path:
         """The GGUF to load: MODEL_SERVER_MODEL_PATH, else the embedded SmolLM2; a clear error if neither."""

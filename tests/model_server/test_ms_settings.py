@@ -53,6 +53,7 @@ def test_env_prefix_and_types(monkeypatch, tmp_path):
         ({"MODEL_SERVER_FLASH_ATTN": "maybe"}, "flash_attn"),
         ({"MODEL_SERVER_PREFILL_CHUNK": "32"}, "prefill_chunk"),
         ({"MODEL_SERVER_PREFIX_CACHE": "sometimes"}, "prefix_cache"),
+        ({"MODEL_SERVER_PREFILL_SERIAL": "maybe"}, "prefill_serial"),
         (
             {"MODEL_SERVER_MAX_CONCURRENCY": "200", "MODEL_SERVER_PREFIX_CACHE_SEQS": "100"},
             "MODEL_SERVER_MAX_CONCURRENCY + MODEL_SERVER_PREFIX_CACHE_SEQS = 300; llama.cpp holds at most",
@@ -134,3 +135,21 @@ def test_prefill_chunk_default_depends_on_the_accelerator(monkeypatch, env, chun
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     assert Settings().resolved_prefill_chunk() == chunk
+
+
+@pytest.mark.parametrize(
+    ("env", "serial"),
+    [
+        ({}, True),
+        ({"MODEL_SERVER_N_GPU_LAYERS": "-1"}, False),
+        ({"MODEL_SERVER_N_GPU_LAYERS": "-1", "MODEL_SERVER_PREFILL_SERIAL": "true"}, True),
+        ({"MODEL_SERVER_PREFILL_SERIAL": "false"}, False),
+    ],
+)
+def test_serial_prefill_default_depends_on_the_accelerator(monkeypatch, env, serial):
+    """A CPU decode costs about its tokens: new prompts' tails one by one; a GPU decodes them together."""
+    for key in ("MODEL_SERVER_N_GPU_LAYERS", "MODEL_SERVER_PREFILL_SERIAL"):
+        monkeypatch.delenv(key, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert Settings().resolved_prefill_serial() is serial
