@@ -30,6 +30,7 @@ from cdk8s_plus_30 import k8s
 from constructs import Construct
 
 from charts.exposure import Exposure
+from charts.inference import SEED_HPA_SCALE_DOWN, SEED_HPA_SCALE_UP
 from config.base import CIDR_ALLOWED, DNS_LABEL_PATTERN, is_ipv4_cidr
 from config.chat_ui import ChatUiConfig
 from config.errors import ConfigError
@@ -368,23 +369,8 @@ class ChatUiChart(cdk8s.Chart):
             min_replicas=a.min_replicas,
             max_replicas=a.max_replicas,
             metrics=[kplus.Metric.resource_cpu(kplus.MetricTarget.average_utilization(a.cpu_utilization))],
-            scale_down=kplus.ScalingRules(
-                stabilization_window=cdk8s.Duration.seconds(180),
-                policies=[
-                    kplus.ScalingPolicy(
-                        replicas=kplus.Replicas.percent(50), duration=cdk8s.Duration.seconds(15)
-                    )
-                ],
-            ),
-            scale_up=kplus.ScalingRules(
-                stabilization_window=cdk8s.Duration.seconds(0),
-                strategy=kplus.ScalingStrategy.MAX_CHANGE,
-                policies=[
-                    kplus.ScalingPolicy(
-                        replicas=kplus.Replicas.absolute(2), duration=cdk8s.Duration.seconds(15)
-                    )
-                ],
-            ),
+            scale_down=SEED_HPA_SCALE_DOWN,
+            scale_up=SEED_HPA_SCALE_UP,
         )
 
     def _vpa(self) -> vpa.VerticalPodAutoscaler:

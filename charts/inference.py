@@ -69,6 +69,19 @@ ZONE_KEY = "topology.kubernetes.io/zone"
 HOSTNAME_KEY = "kubernetes.io/hostname"
 
 
+#: Seed ch6's HPA scaling behaviour (the model's and the chat UI's HPAs): scale down by at most half every
+#: 15 s after 180 s of stable load, scale up at once by at most 2 pods every 15 s.
+SEED_HPA_SCALE_DOWN = kplus.ScalingRules(
+    stabilization_window=cdk8s.Duration.seconds(180),
+    policies=[kplus.ScalingPolicy(replicas=kplus.Replicas.percent(50), duration=cdk8s.Duration.seconds(15))],
+)
+SEED_HPA_SCALE_UP = kplus.ScalingRules(
+    stabilization_window=cdk8s.Duration.seconds(0),
+    strategy=kplus.ScalingStrategy.MAX_CHANGE,
+    policies=[kplus.ScalingPolicy(replicas=kplus.Replicas.absolute(2), duration=cdk8s.Duration.seconds(15))],
+)
+
+
 @dataclass(frozen=True)
 class Rollout:
     """The Deployment's rolling update. Default: one extra pod at a time, none taken away before its
@@ -524,23 +537,8 @@ class InferenceChart(cdk8s.Chart):
                 metrics=[
                     kplus.Metric.resource_cpu(kplus.MetricTarget.average_utilization(a.cpu_utilization))
                 ],
-                scale_down=kplus.ScalingRules(
-                    stabilization_window=cdk8s.Duration.seconds(180),
-                    policies=[
-                        kplus.ScalingPolicy(
-                            replicas=kplus.Replicas.percent(50), duration=cdk8s.Duration.seconds(15)
-                        )
-                    ],
-                ),
-                scale_up=kplus.ScalingRules(
-                    stabilization_window=cdk8s.Duration.seconds(0),
-                    strategy=kplus.ScalingStrategy.MAX_CHANGE,
-                    policies=[
-                        kplus.ScalingPolicy(
-                            replicas=kplus.Replicas.absolute(2), duration=cdk8s.Duration.seconds(15)
-                        )
-                    ],
-                ),
+                scale_down=SEED_HPA_SCALE_DOWN,
+                scale_up=SEED_HPA_SCALE_UP,
             )
         elif a.mode is Autoscaler.KEDA:
             self.scaled_object = self._scaled_object()
