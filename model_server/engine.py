@@ -240,10 +240,20 @@ class Engine:
         reuse = prefix_cache and not (
             llama_cpp.llama_model_is_recurrent(self.model) or llama_cpp.llama_model_is_hybrid(self.model)
         )
-        # Whole prompt blocks need micro-batches of at least BLOCK rows; below that every row is computed
-        # row by row and any prefix is exact.
-        block = BLOCK if self.n_batch >= BLOCK else 1
-        self.kv = KvCache(n_seqs, self.n_ctx_seq, _LlamaKvOps(self.memory), reuse=reuse, block=block)
+        # How prompt rows come out the same with and without reuse (model_server.kvcache, "Exact reuse"):
+        # with flash attention, in whole blocks of BLOCK rows (below BLOCK rows per micro-batch every row is
+        # computed row by row and any prefix is exact); without it, in chunks of at least two rows of one
+        # sequence, each in a decode of its own.
+        self.lone_prompt_decodes = flash_attn == "off"
+        if self.lone_prompt_decodes:
+            block, min_rows = 1, 2
+        else:
+            block, min_rows = (BLOCK if self.n_batch >= BLOCK else 1), 1
+        #: A prompt's last part below this many tokens is its tail (`_plan`).
+        self.tail_rows = BLOCK if self.n_batch >= BLOCK else 1
+        self.kv = KvCache(
+            n_seqs, self.n_ctx_seq, _LlamaKvOps(self.memory), reuse=reuse, block=block, min_rows=min_rows
+        )
         self._stats_seen = CacheStats()  # kv.stats already counted in the metrics
         self._slots: dict[int, _Slot] = {}  # by seq_id
         self._admitted = 0  # admission counter (_Slot.order)
@@ -258,6 +268,7 @@ class Engine:
                 "prefix_cache": reuse,
                 "prefill_chunk": prefill_chunk,
                 "serial_prefill": serial_prefill,
+                "flash_attn": flash_attn,
                 "n_threads": n_threads,
                 "n_gpu_layers": n_gpu_layers,
             },
@@ -538,46 +549,52 @@ class Engine:
     def _plan(self, slots: list[_Slot]) -> list[list[tuple[_Slot, int]]]:
         """This step's decodes in order, each a list of (slot, tokens) of at most n_batch tokens:
 
-        1. prompt tails (a prompt's last partial block, computed row by row: cheap, and it gives its
-           request its first token). With `serial_prefill` one tail per step (admission order), in a
-           decode of its own before the generated tokens: on a CPU a decode costs about its tokens, so a
-           request's first token then waits for one tail, not for every tail admitted with it, and
-           requests that arrived together get their first tokens, and so finish, in different steps
-           (their clients' next requests do not arrive together again). Else all tails, together with
-           the generated tokens;
+        1. prompt tails (a prompt's last part below `tail_rows` tokens: cheap, and it gives its request its
+           first token). With `serial_prefill` one tail per step (admission order), in a decode of its own
+           before the generated tokens: on a CPU a decode costs about its tokens, so a request's first
+           token then waits for one tail, not for every tail admitted with it, and requests that arrived
+           together get their first tokens, and so finish, in different steps (their clients' next requests
+           do not arrive together again). Else all tails, together with the generated tokens;
         2. one token per generating slot, row by row;
-        3. whole prompt blocks (admission order), in a decode of their own (kvcache: the same kernel
-           for a row whatever runs next to it).
+        3. the rest of the prompts (admission order): whole blocks, in a decode of their own (kvcache: the
+           same kernel for a row whatever runs next to it).
 
         Prompt tokens are capped at n_batch, and at `prefill_chunk` while any slot is generating
         (chunked prefill). Decodes of several slots are in sequence-id order: llama.cpp splits a batch of
         per-sequence streams into micro-batches of consecutive sequence ids, so this order keeps a
-        decode in as few of them as possible."""
-        block = self.kv.block
+        decode in as few of them as possible. Without flash attention (`lone_prompt_decodes`) every prompt
+        chunk is a decode of its own and never leaves a single prompt token for later (kvcache)."""
+        block, lone = self.kv.block, self.lone_prompt_decodes
         rows = [(s, 1) for s in slots if s.next_token is not None]
         budget = min(self.n_batch, max(block, self.prefill_chunk)) if rows else self.n_batch
         prefilling = [s for s in slots if s.placed and s.prefilling]
         tails: list[tuple[_Slot, int]] = []
+        blocks: list[tuple[_Slot, int]] = []
         for slot in prefilling:
             left = len(slot.req.prompt_tokens) - slot.n_prompt_done
-            if left < block and left <= budget and not (self.serial_prefill and tails):
+            if left < self.tail_rows and left <= budget and not (self.serial_prefill and tails):
                 tails.append((slot, left))
                 budget -= left
-        blocks = []
         for slot in prefilling:
             left = len(slot.req.prompt_tokens) - slot.n_prompt_done
+            if left < self.tail_rows:
+                continue  # a tail: this step's, or a later one's
             take = min(left - left % block, budget - budget % block)
+            if 0 < left - take < self.kv.min_rows:
+                take = left - self.kv.min_rows  # the last chunk keeps min_rows rows
             if take > 0:
                 blocks.append((slot, take))
                 budget -= take
         decodes: list[list[tuple[_Slot, int]]] = []
-        if self.serial_prefill:
+        if lone:
+            decodes = [[tail] for tail in tails]
+        elif self.serial_prefill:
             decodes = [tails] if tails else []
         else:
             rows += tails
         rows.sort(key=lambda st: st[0].seq_id)
         blocks.sort(key=lambda st: st[0].seq_id)
-        return decodes + self._split(rows) + self._split(blocks)
+        return decodes + self._split(rows) + ([[b] for b in blocks] if lone else self._split(blocks))
 
     def _split(self, part: list[tuple[_Slot, int]]) -> list[list[tuple[_Slot, int]]]:
         """`part` in decodes of at most n_batch tokens (more generating slots than n_batch, or blocks)."""
@@ -602,7 +619,7 @@ class Engine:
             if slot.next_token is not None:
                 self._batch_add(n, slot.next_token, slot.n_past, slot.seq_id, True)
                 slot.kv.tokens.append(slot.next_token)
-                if self.kv.block == 1 and slot.kv.exact == slot.n_past:
+                if self.kv.block == 1 and self.kv.min_rows == 1 and slot.kv.exact == slot.n_past:
                     slot.kv.exact += 1  # every row is computed row by row: generated ones are exact too
                 slot.batch_index = n
                 slot.n_past += 1
@@ -616,8 +633,8 @@ class Engine:
                 n += 1
             kv = slot.kv
             kv.tokens.extend(prompt[start : start + take])
-            if take % self.kv.block == 0 and kv.exact == start:
-                kv.exact = start + take  # whole blocks from position 0: reusable (kvcache)
+            if take % self.kv.block == 0 and take >= self.kv.min_rows and kv.exact == start:
+                kv.exact = start + take  # whole blocks (or chunks) from position 0: reusable (kvcache)
             if start + take == len(prompt):
                 slot.batch_index = n - 1
             slot.n_prompt_done += take

@@ -14,13 +14,19 @@ instead of computing them again:
   arriving at once with the same system prompt), the later one waits for it instead of computing the
   same tokens in parallel, then copies.
 
-Exact reuse: greedy output with reuse equals greedy output without. llama.cpp's CPU attention computes a
-prompt row with one of two kernels depending on how many rows of its sequence are in the micro-batch (a
-tiled one from `BLOCK` rows up, a row-by-row one below); both are exact per row but round differently. So
-the engine computes prompts in whole blocks of `BLOCK` rows from position 0 (the tiled kernel) and only the
-last partial block and generated tokens row by row, and only rows computed as whole prompt blocks are
-reused (`KvSeq.exact`): a request then computes every row with the same kernel whether it reuses a prefix or
-not, whatever runs next to it. The last prompt token is always computed (its logits start the generation).
+Exact reuse: greedy output with reuse equals greedy output without. llama.cpp's CPU kernels compute a
+prompt row one of two ways depending on the micro-batch, both exact per row but rounding differently, so only
+rows computed the way a request would compute them anyway are reused (`KvSeq.exact`):
+
+- with flash attention, a sequence's rows use a tiled kernel from `BLOCK` rows per micro-batch up and a
+  row-by-row one below. Prompts are computed in whole blocks of `BLOCK` rows from position 0 and only the
+  last partial block and generated tokens row by row, and only whole prompt blocks are reused (`block`);
+- without it, a row computed together with at least one more row of its sequence comes out the same however
+  the prompt is cut into chunks, and a lone row (every generated token) differently. Prompts are computed in
+  chunks of at least two rows, each in a decode of its own, and any prefix of those rows is reused
+  (`block` 1, `min_rows` 2), leaving at least two prompt rows to compute.
+
+The last prompt token is always computed (its logits start the generation).
 
 A new request takes the lowest-numbered free sequence, so that running sequences keep consecutive ids
 (llama.cpp decodes consecutive streams in one micro-batch); a cached entry that has served reuse before is
@@ -78,13 +84,13 @@ class KvSeq:
     exact: int = 0
     busy: bool = False  # a running request owns it
     tick: int = 0  # last use (admission or release), for least-recently-used choices
-    hits: int = 0  # times its content was reused by another request or in place
+    hits: int = 0  # times its content saved another request (or one in place) at least BLOCK tokens
 
-    def reusable(self, prompt: Sequence[int], block: int) -> int:
-        """Tokens of `prompt` this sequence can give: whole blocks of the common prefix, never the last
-        prompt token."""
-        n = min(common_prefix(self.tokens, prompt), self.exact, len(prompt) - 1)
-        return n - n % block
+    def reusable(self, prompt: Sequence[int], block: int, min_rows: int = 1) -> int:
+        """Tokens of `prompt` this sequence can give: whole blocks of the common prefix, leaving at least
+        `min_rows` prompt tokens to compute."""
+        n = min(common_prefix(self.tokens, prompt), self.exact, len(prompt) - min_rows)
+        return max(0, n - n % block)
 
     def cut(self, n: int) -> None:
         del self.tokens[n:]
@@ -106,19 +112,29 @@ class CacheStats:
     hits: int = 0  # requests that reused prompt tokens
     reused_tokens: int = 0  # prompt tokens not computed thanks to reuse
     copies: int = 0  # sequence copies (reuse by copy, and relocations of cached entries)
-    evictions: int = 0  # cached entries overwritten to make room
+    evictions: int = 0  # cached entries overwritten to make room (all but a prefix of under BLOCK tokens)
 
 
 class KvCache:
     """The sequences of one llama.cpp context and the prefix-reuse policy (engine thread only)."""
 
     def __init__(
-        self, n_seqs: int, n_ctx_seq: int, ops: KvOps, *, reuse: bool = True, block: int = BLOCK
+        self,
+        n_seqs: int,
+        n_ctx_seq: int,
+        ops: KvOps,
+        *,
+        reuse: bool = True,
+        block: int = BLOCK,
+        min_rows: int = 1,
     ) -> None:
-        """`block`: BLOCK, or 1 when no micro-batch can hold BLOCK rows (every row is then computed row by
-        row, and any prefix is exact)."""
+        """`block`: reuse in multiples of it: BLOCK with flash attention, 1 when no micro-batch can hold
+        BLOCK rows (every row is then computed row by row, and any prefix is exact) or without flash
+        attention. `min_rows`: prompt rows a request always computes itself: 1 (its last token), 2 without
+        flash attention (a lone prompt row would round differently)."""
         self.seqs = [KvSeq(i) for i in range(n_seqs)]
         self.block = block
+        self.min_rows = min_rows
         self.n_ctx_seq = n_ctx_seq
         self.ops = ops
         self.reuse = reuse
@@ -146,8 +162,15 @@ class KvCache:
         if seq is None:
             raise LookupError("every KV-cache sequence is busy")
         cached_tick, seq.busy, seq.tick = seq.tick, True, self._next_tick()
-        if not seq.tokens or not self.reuse or seq.reusable(prompt, self.block):
-            return seq  # empty, or its own entry starts this prompt: reuse in place
+        if not seq.tokens or not self.reuse:
+            return seq
+        n = seq.reusable(prompt, self.block, self.min_rows)
+        if n >= BLOCK or (n and not seq.hits):
+            # Its own entry starts this prompt: reuse in place. A few tokens (without flash attention any
+            # prefix is exact) only from an entry that has not served reuse before: it is all but gone.
+            if n < BLOCK:
+                self.stats.evictions += 1
+            return seq
         target = self._relocation_target(seq, cached_tick)
         if target is not None:
             self._evict(target)
@@ -182,14 +205,14 @@ class KvCache:
         best, source = 0, None
         if self.reuse:
             # A copy or a wait must gain at least BLOCK tokens (a copy moves a whole stream).
-            own = best = seq.reusable(prompt, self.block)
+            own = best = seq.reusable(prompt, self.block, self.min_rows)
             for other in self.seqs:
                 if other is not seq and other.exact >= own + BLOCK:
-                    n = other.reusable(prompt, self.block)
+                    n = other.reusable(prompt, self.block, self.min_rows)
                     if n >= own + BLOCK and n > best:
                         best, source = n, other
             for other_prompt in ahead:
-                soon = min(common_prefix(other_prompt, prompt), len(prompt) - 1)
+                soon = min(common_prefix(other_prompt, prompt), len(prompt) - self.min_rows)
                 if soon - soon % self.block >= best + BLOCK:
                     return None
         if source is not None:
@@ -200,7 +223,8 @@ class KvCache:
             self.ops.truncate(seq.seq_id, best)
             seq.cut(best)
         if best:
-            (source or seq).hits += 1
+            if best >= BLOCK:
+                (source or seq).hits += 1
             self.stats.hits += 1
             self.stats.reused_tokens += best
         return Placement(best, source.seq_id if source is not None else None)
