@@ -620,7 +620,7 @@ class Engine:
                 self._batch_add(n, slot.next_token, slot.n_past, slot.seq_id, True)
                 slot.kv.tokens.append(slot.next_token)
                 if self.kv.block == 1 and self.kv.min_rows == 1 and slot.kv.exact == slot.n_past:
-                    slot.kv.exact += 1  # every row is computed row by row: generated ones are exact too
+                    slot.kv.exact = slot.kv.blocks = slot.n_past + 1  # every row row by row: exact too
                 slot.batch_index = n
                 slot.n_past += 1
                 slot.next_token = None
@@ -631,10 +631,8 @@ class Engine:
             for pos in range(start, start + take):
                 self._batch_add(n, prompt[pos], pos, slot.seq_id, pos == len(prompt) - 1)
                 n += 1
-            kv = slot.kv
-            kv.tokens.extend(prompt[start : start + take])
-            if take % self.kv.block == 0 and take >= self.kv.min_rows and kv.exact == start:
-                kv.exact = start + take  # whole blocks (or chunks) from position 0: reusable (kvcache)
+            slot.kv.tokens.extend(prompt[start : start + take])
+            self._mark_exact(slot.kv, start, take, alone=len(part) == 1)
             if start + take == len(prompt):
                 slot.batch_index = n - 1
             slot.n_prompt_done += take
@@ -664,6 +662,17 @@ class Engine:
         for slot, _ in part:
             if slot.batch_index is not None:
                 self._on_token(slot, *self._sample(slot, slot.batch_index), now)
+
+    def _mark_exact(self, kv: KvSeq, start: int, take: int, *, alone: bool) -> None:
+        """Extend the sequence's reusable rows by a prompt chunk computed the way a run of the prompt
+        computes it (kvcache, "Exact reuse"): whole blocks (or chunks) from position 0, or a tail of two
+        rows or more in a decode of its own."""
+        if kv.exact != start:
+            return
+        if take % self.kv.block == 0 and take >= self.kv.min_rows and kv.blocks == start:
+            kv.exact = kv.blocks = start + take
+        elif take >= 2 and alone:
+            kv.exact = start + take
 
     def _sample(self, slot: _Slot, index: int) -> tuple[int | None, TokenLogprob | None]:
         """The next token from the logits of batch row `index` (None: the grammar is complete), and its

@@ -19,8 +19,11 @@ prompt row one of two ways depending on the micro-batch, both exact per row but 
 rows computed the way a request would compute them anyway are reused (`KvSeq.exact`):
 
 - with flash attention, a sequence's rows use a tiled kernel from `BLOCK` rows per micro-batch up and a
-  row-by-row one below. Prompts are computed in whole blocks of `BLOCK` rows from position 0 and only the
-  last partial block and generated tokens row by row, and only whole prompt blocks are reused (`block`);
+  row-by-row one below (and a split-KV one for a lone row past 512 cells). Prompts are computed in whole
+  blocks of `BLOCK` rows from position 0 and the last partial block (the tail) row by row. Whole prompt
+  blocks are reused (`KvSeq.blocks`), and a tail's rows (computed with at least one more row, in a decode
+  of its own: `KvSeq.exact`) by a prompt whose own whole blocks end where this one's do, leaving it at
+  least two rows to compute;
 - without it, a row computed together with at least one more row of its sequence comes out the same however
   the prompt is cut into chunks, and a lone row (every generated token) differently. Prompts are computed in
   chunks of at least two rows, each in a decode of its own, and any prefix of those rows is reused
@@ -76,25 +79,34 @@ class KvOps(Protocol):
 
 @dataclass(eq=False)
 class KvSeq:
-    """One KV-cache sequence: the tokens whose K/V it holds (by position), how many leading ones were
-    computed as whole prompt blocks (`exact`, reusable), who owns it, how useful it was."""
+    """One KV-cache sequence: the tokens whose K/V it holds (by position), how many leading ones are
+    reusable (`exact`) and how many of those were computed as whole prompt blocks (`blocks`), who owns it,
+    how useful it was."""
 
     seq_id: int
     tokens: list[int] = field(default_factory=list)
     exact: int = 0
+    blocks: int = 0
     busy: bool = False  # a running request owns it
     tick: int = 0  # last use (admission or release), for least-recently-used choices
     hits: int = 0  # times its content saved another request (or one in place) at least BLOCK tokens
 
     def reusable(self, prompt: Sequence[int], block: int, min_rows: int = 1) -> int:
-        """Tokens of `prompt` this sequence can give: whole blocks of the common prefix, leaving at least
-        `min_rows` prompt tokens to compute."""
-        n = min(common_prefix(self.tokens, prompt), self.exact, len(prompt) - min_rows)
+        """Tokens of `prompt` this sequence can give, leaving at least `min_rows` prompt tokens to compute:
+        whole blocks of the common prefix, or past them the tail rows when the prompt's own whole blocks
+        end where this sequence's do (a run of the prompt computes those rows row by row too), then
+        leaving two rows."""
+        size = len(prompt)
+        n = min(common_prefix(self.tokens, prompt), self.exact, size - min_rows)
+        if n > self.blocks and self.blocks == size - size % block:
+            return max(self.blocks, min(n, size - 2))
+        n = min(n, self.blocks)
         return max(0, n - n % block)
 
     def cut(self, n: int) -> None:
         del self.tokens[n:]
         self.exact = min(self.exact, n)
+        self.blocks = min(self.blocks, n)
 
 
 @dataclass(frozen=True)
@@ -175,7 +187,7 @@ class KvCache:
         if target is not None:
             self._evict(target)
             self.ops.copy(seq.seq_id, target.seq_id)
-            target.tokens, target.exact = list(seq.tokens), seq.exact
+            target.tokens, target.exact, target.blocks = list(seq.tokens), seq.exact, seq.blocks
             target.hits, target.tick = seq.hits, cached_tick
             self.stats.copies += 1
         else:
@@ -217,7 +229,7 @@ class KvCache:
                     return None
         if source is not None:
             self.ops.copy(source.seq_id, seq.seq_id)
-            seq.tokens, seq.exact = list(source.tokens), source.exact
+            seq.tokens, seq.exact, seq.blocks = list(source.tokens), source.exact, source.blocks
             self.stats.copies += 1
         if len(seq.tokens) > best:
             self.ops.truncate(seq.seq_id, best)
@@ -251,4 +263,4 @@ class KvCache:
     def _evict(self, seq: KvSeq) -> None:
         if seq.tokens:
             self.stats.evictions += 1
-        seq.tokens, seq.exact, seq.hits = [], 0, 0
+        seq.tokens, seq.exact, seq.blocks, seq.hits = [], 0, 0, 0

@@ -35,13 +35,19 @@ def make(n: int = 4, reuse: bool = True, block: int = BLOCK) -> tuple[KvCache, F
 
 
 def compute(cache: KvCache, ops: FakeKv, seq: KvSeq, prompt: list[int], start: int, out=()) -> None:
-    """The engine's work for a request placed at `start`: whole prompt blocks (exact), then the rest of
-    the prompt and the generated tokens (all but the last, which is never fed back) row by row (exact
-    too when block=1: then every row is computed row by row)."""
+    """The engine's work for a request placed at `start` (serial prefill): whole prompt blocks (exact),
+    then the rest of the prompt (its tail: exact when it has two rows or more) and the generated tokens
+    (all but the last, which is never fed back) row by row (exact too when block=1: then every row is
+    computed row by row)."""
     full = start + (len(prompt) - start) // cache.block * cache.block
     rest = list(prompt[start:]) + list(out)[:-1]
     if seq.exact == start:
-        seq.exact = start + len(rest) if cache.block == 1 else full
+        if cache.block == 1:
+            seq.exact = seq.blocks = start + len(rest)
+        else:
+            if seq.blocks == start:
+                seq.blocks = full
+            seq.exact = len(prompt) if len(prompt) - full >= 2 else full
     seq.tokens.extend(rest)
     ops.content[seq.seq_id].extend(rest)
 
@@ -72,7 +78,7 @@ def test_common_prefix_matches_the_naive_count(seed: int) -> None:
 def test_a_finished_request_is_reused_in_place_in_whole_blocks() -> None:
     cache, ops = make()
     first, p1 = run(cache, ops, [*SYSTEM, 1, 2])
-    assert p1.n_reused == 0 and first.exact == len(SYSTEM)
+    assert p1.n_reused == 0 and (first.blocks, first.exact) == (len(SYSTEM), len(SYSTEM) + 2)
     second, p2 = run(cache, ops, [*SYSTEM[:-5], 3, 4])  # shares 2 whole blocks and 59 more tokens
     assert second is first  # the lowest free sequence, which holds the prefix
     assert (p2.n_reused, p2.copied_from) == (2 * BLOCK, None)
@@ -82,7 +88,8 @@ def test_a_finished_request_is_reused_in_place_in_whole_blocks() -> None:
 
 def test_only_rows_computed_as_whole_prompt_blocks_are_reused() -> None:
     """The partial last block and generated tokens were computed row by row: a prompt that continues the
-    conversation recomputes them, so it gets the rows a fresh computation would give."""
+    conversation past another block boundary recomputes them, so it gets the rows a fresh computation
+    (whole blocks up to its own last block boundary) would give."""
     cache, ops = make()
     first_prompt = [*SYSTEM, *range(40)]  # 3 whole blocks + 40
     answer = list(range(500, 600))
@@ -90,6 +97,37 @@ def test_only_rows_computed_as_whole_prompt_blocks_are_reused() -> None:
     follow_up = [*first_prompt, *answer[:-1], 7, 8, 9]
     _, placement = run(cache, ops, follow_up)
     assert placement.n_reused == len(SYSTEM)
+
+
+def test_tail_rows_are_reused_by_a_prompt_whose_whole_blocks_end_there_too() -> None:
+    """A fresh run of such a prompt computes the same rows row by row; at least two rows stay to compute
+    (a lone row could take llama.cpp's split-KV kernel); generated tokens are never reused."""
+    cache, ops = make()
+    run(cache, ops, [*SYSTEM, *range(40)], list(range(500, 520)))  # 3 whole blocks + a 40-token tail
+    _, same_boundary = run(cache, ops, [*SYSTEM, *range(30), 7, 8, 9])  # 3 blocks + 33
+    assert same_boundary.n_reused == len(SYSTEM) + 30
+    _, one_more = run(cache, ops, [*SYSTEM, *range(30), 7, 8, 9, 10])  # the last prompt and one token
+    assert one_more.n_reused == len(SYSTEM) + 32  # all but two rows
+    _, over_answer = run(cache, ops, [*SYSTEM, *range(30), 7, 8, 9, 10, 1, 5])  # its answer's token
+    assert over_answer.n_reused == len(SYSTEM) + 34  # the prompt rows, not the generated token
+    _, short = run(cache, ops, list(range(20)))  # no whole block either way: tail rows from the start
+    assert short.n_reused == 0  # SYSTEM shares nothing with it
+    _, shorter = run(cache, ops, list(range(12)))
+    assert shorter.n_reused == 10
+    assert consistent(cache, ops)
+
+
+def test_a_few_tokens_in_place_never_truncate_an_entry_that_served_reuse() -> None:
+    """Reusing a few tail tokens in place is allowed only from an entry that has not saved anyone a block;
+    a valuable entry moves out of the way instead (and is counted as kept, not evicted)."""
+    cache, ops = make(n=2)
+    run(cache, ops, [*SYSTEM, 1, 2])
+    run(cache, ops, [*SYSTEM, 3, 4])  # in place: the entry has now served reuse
+    evictions = cache.stats.evictions
+    seq, placement = run(cache, ops, [1000, 1001, 5, 6, 7])  # shares two tokens with the entry
+    assert placement.n_reused == 0 and seq.seq_id == 0
+    assert cache.seqs[1].tokens[: len(SYSTEM)] == SYSTEM  # moved, not truncated
+    assert cache.stats.evictions == evictions and consistent(cache, ops)
 
 
 def test_an_identical_prompt_recomputes_at_least_its_last_token() -> None:
@@ -119,7 +157,7 @@ def test_a_copy_must_gain_a_whole_block_over_reuse_in_place() -> None:
     long_prompt = [*SYSTEM, 1]
     run(cache, ops, long_prompt)  # sequence 0
     busy = cache.acquire([9])  # sequence 0 busy: the next request gets sequence 1
-    busy.tokens, busy.exact = list(ops.content[0]), len(SYSTEM)
+    busy.tokens, busy.exact, busy.blocks = list(ops.content[0]), len(SYSTEM), len(SYSTEM)
     other = [*SYSTEM[:BLOCK], 5, 6]  # shares only one block with sequence 0's entry
     seq = cache.acquire(other)
     placement = cache.place(seq, other)
@@ -141,9 +179,11 @@ def test_requests_arriving_together_compute_a_shared_prefix_once() -> None:
     assert cache.place(seqs[2], prompts[2], ahead=[prompts[0], prompts[1]]) is None
     # The leader's first two blocks are in: a copy now would still leave a block to compute twice.
     seqs[0].tokens, seqs[0].exact = SYSTEM[: 2 * BLOCK], 2 * BLOCK
+    seqs[0].blocks = 2 * BLOCK
     ops.content[0] = list(seqs[0].tokens)
     assert cache.place(seqs[1], prompts[1], ahead=[prompts[0]]) is None
     seqs[0].tokens, seqs[0].exact = [*SYSTEM, 0], len(SYSTEM)
+    seqs[0].blocks = len(SYSTEM)
     ops.content[0] = list(seqs[0].tokens)
     for i in (1, 2):
         placement = cache.place(seqs[i], prompts[i], ahead=[])

@@ -244,22 +244,28 @@ class _OneStep:
     the tiny model: `firsts` is (request, llama_decode calls so far) at each first token in the order
     they were sampled, `texts` every request's output, `computed` the prompt tokens computed."""
 
-    def __init__(self, model, prompts: list[list[int]], *, serial: bool = True) -> None:
+    def __init__(self, model, prompts: list[list[int]], *, serial: bool = True, **options) -> None:
         from model_server.engine import Engine, GenRequest
         from model_server.metrics import REGISTRY
         from model_server.sampling import SamplingParams
 
         firsts: list[tuple[int, float]] = []
+        parts: list[list[tuple[int, int, bool]]] = []  # every decode: (request, tokens, prompt rows?)
         decodes = lambda: REGISTRY.get_sample_value("llamacpp:n_decode_total")  # noqa: E731
 
         class Recording(Engine):
+            def _decode(self, part):
+                parts.append([(int(s.req.request_id), n, s.next_token is None) for s, n in part])
+                super()._decode(part)
+
             def _on_token(self, slot, tok, lp, now):  # engine thread, right after the decode that sampled it
                 if slot.t_last_token is None:
                     firsts.append((int(slot.req.request_id), decodes()))
                 super()._on_token(slot, tok, lp, now)
 
         engine = Recording(model, n_ctx=1024, n_batch=512, n_threads=1, n_gpu_layers=0,
-                           max_concurrency=len(prompts), max_queue=0, serial_prefill=serial)  # fmt: skip
+                           max_concurrency=len(prompts), max_queue=0, serial_prefill=serial,
+                           **options)  # fmt: skip
         self.texts = [""] * len(prompts)
         done = threading.Semaphore(0)
 
@@ -284,6 +290,7 @@ class _OneStep:
             engine.stop()
             engine.close()
         self.firsts, self.computed, self.stats = firsts, computed() - before, engine.kv.stats
+        self.parts = parts
 
 
 def _tokens(model, text: str) -> list[int]:
@@ -326,3 +333,91 @@ def test_requests_admitted_in_one_step_compute_a_shared_prefix_once(tiny_gguf):
     assert step.computed == sum(len(p) for p in prompts) - 3 * reused
     alone = [_OneStep(tiny_gguf, [p]).texts[0] for p in prompts]
     assert step.texts == alone
+
+
+# ---------------------------------------------------------------------- without flash attention
+@pytest.fixture(scope="module")
+def reference_noflash(tmp_path_factory, tiny_gguf):
+    """The reference without flash attention (it rounds differently from the flash-attention one)."""
+    from conftest import Server
+
+    server = Server(
+        tiny_gguf,
+        tmp_path_factory.mktemp("ref-noflash"),
+        max_concurrency=4,
+        n_ctx=1024,
+        prefix_cache=False,
+        flash_attn="off",
+    )
+    server.wait_ready()
+    yield server
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize("flash_attn", ["auto", "off"])
+def test_prompt_rows_past_whole_blocks_are_reused_and_outputs_equal(request, start_server, flash_attn):
+    """Reuse is not only whole 64-token blocks: a few shared tokens in place, a prompt that extends the
+    previous one down to its last two tokens (with flash attention: when its whole blocks end where the
+    previous prompt's do), a conversation's previous prompt, a prefix computed once for requests arriving
+    together; every output equals the reference computed from scratch with the same attention."""
+    from model_server.kvcache import common_prefix
+
+    ref = request.getfixturevalue("reference" if flash_attn == "auto" else "reference_noflash")
+    server = start_server(max_concurrency=4, n_ctx=1024, flash_attn=flash_attn)
+
+    def tokens(prompt: str) -> list[int]:
+        body = {"content": prompt, "add_special": True, "parse_special": False}
+        return server.client.post("/tokenize", json=body).json()["tokens"]
+
+    def same(prompt: str) -> dict[str, float]:
+        """Complete on both servers, compare, and return the metrics' change on ours."""
+        before = metrics(server)
+        assert text(server, prompt) == text(ref, prompt), prompt
+        return delta(metrics(server), before)
+
+    same("the model hello")
+    d = same("the model world")  # a few tokens of the entry in place: fewer than a block
+    shared = common_prefix(tokens("the model hello"), tokens("the model world"))
+    assert 0 < shared < 64
+    assert d["model_server_prefix_cache_reused_tokens_total"] == shared
+    assert d["model_server_prefix_cache_hits_total"] == 1
+
+    same(PREFIX + "hello world")
+    d = same(PREFIX + "hello world!")  # the previous prompt and one token: all but the last two reused
+    n = len(tokens(PREFIX + "hello world!"))
+    assert n % 64 not in (0, 1)  # not whole blocks: flash attention's rule would reuse fewer
+    assert d["model_server_prefix_cache_reused_tokens_total"] == n - 2
+    assert d["llamacpp:prompt_tokens_total"] == 2
+
+    answer = text(server, PREFIX + "you poem")
+    same(PREFIX + "you poem" + answer + " and the model")  # the next turn: the previous prompt is reused
+
+    prompts = [PREFIX * 2 + s for s in SUFFIXES[:4]]
+    expected = [text(ref, p) for p in prompts]
+    before = metrics(server)
+    with ThreadPoolExecutor(4) as pool:  # together: the first computes the prefix, the others copy it
+        assert list(pool.map(lambda p: text(server, p), prompts)) == expected
+    assert delta(metrics(server), before)["model_server_prefix_cache_copies_total"] >= 1
+
+
+def test_without_flash_attention_prompt_rows_never_share_a_decode_or_go_alone(tiny_gguf):
+    """The rule that makes any prefix exact without flash attention: every prompt decode holds one
+    sequence's rows, at least two of them (only a one-token prompt has one), and generated tokens never
+    share it; a chunk never leaves a single prompt token behind. Request 1 waits for request 0's 70
+    tokens, copies them, then reads its other 129 while request 0 generates, 64 a step: 64, 63, 2.
+    Greedy output equals each request decoded alone (its prompt in one chunk)."""
+    words = _tokens(tiny_gguf, PREFIX * 2)
+    prompts = [words[:70], words[:199], words[:1], words[40:77]]
+    pair = _OneStep(tiny_gguf, prompts[:2], flash_attn="off", prefill_chunk=64)
+    assert (pair.stats.copies, pair.stats.reused_tokens) == (1, 70)
+    chunks = [n for part in pair.parts for r, n, is_prompt in part if r == 1 and is_prompt]
+    assert chunks == [64, 63, 2]
+    every = _OneStep(tiny_gguf, prompts, flash_attn="off", prefill_chunk=64)
+    for step in (pair, every):
+        prompt_decodes = [part for part in step.parts if any(is_prompt for _, _, is_prompt in part)]
+        assert all(len(part) == 1 for part in prompt_decodes), prompt_decodes
+        for part in prompt_decodes:
+            request, n, _ = part[0]
+            assert n >= 2 or len(prompts[request]) == 1
+    alone = [_OneStep(tiny_gguf, [p], flash_attn="off").texts[0] for p in prompts]
+    assert every.texts == alone and all(alone) and pair.texts == alone[:2]
